@@ -1,0 +1,214 @@
+"""What a learner sees of the harness: tasks, trial batches, and the protocols of DESIGN.md §4.
+
+An algorithm imports this module and torch, never the runner. The harness implements `Sampler`;
+every learner implements `MetaLearner` and hands out `Policy` objects; a plain-dict registry maps
+suite names to learner classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import gymnasium as gym
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Task:
+    """One MDP of a task family, fully described by its parameters.
+
+    Attributes:
+        family: name of the task family, e.g. ``"bandit"``.
+        task_id: stable identifier within the suite, e.g. ``"test/007"``.
+        params: JSON-able parameters, e.g. ``{"means": [0.1, 0.7, ...]}``.
+    """
+
+    family: str
+    task_id: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MetaEnvInfo:
+    """The shape of a family's meta-task, given to a learner when it is built.
+
+    Attributes:
+        observation_space: space of one environment's observations.
+        action_space: space of one environment's actions (``Discrete`` or ``Box``).
+        episodes_per_trial: episodes collected on one task before memory is reset.
+        max_episode_steps: time limit of one episode, in env steps.
+    """
+
+    observation_space: gym.Space
+    action_space: gym.Space
+    episodes_per_trial: int
+    max_episode_steps: int
+
+
+@dataclass
+class TrialBatch:
+    """One trial per task, padded to the longest trial. Arrays are ``[tasks, steps, ...]``.
+
+    Step ``t`` of row ``i`` holds the observation the action was taken in, the action, and the reward
+    it earned. ``valid`` is False on padding after a trial ended early (terminations).
+
+    Attributes:
+        obs: ``[N, T, *obs_shape]`` float32.
+        actions: ``[N, T]`` int64 for discrete actions, ``[N, T, act_dim]`` float32 otherwise.
+        rewards: ``[N, T]`` float32.
+        episode_start: ``[N, T]`` bool, first step of an episode.
+        episode_end: ``[N, T]`` bool, last step of an episode (terminated or time limit).
+        terminated: ``[N, T]`` bool, the episode ended in a terminal state at this step.
+        episode_index: ``[N, T]`` int64, index of the episode within the trial.
+        valid: ``[N, T]`` bool.
+        success: ``[N, T]`` bool, the environment's ``info["success"]`` (False where absent).
+        episode_returns: ``[N, E]`` float64, undiscounted return of each episode.
+        episode_lengths: ``[N, E]`` int64.
+        episode_success: ``[N, E]`` bool, success at any step of the episode.
+        task_ids: the ``task_id`` of each row.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    episode_start: np.ndarray
+    episode_end: np.ndarray
+    terminated: np.ndarray
+    episode_index: np.ndarray
+    valid: np.ndarray
+    success: np.ndarray
+    episode_returns: np.ndarray
+    episode_lengths: np.ndarray
+    episode_success: np.ndarray
+    task_ids: list[str]
+
+    @property
+    def num_tasks(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def env_steps(self) -> int:
+        return int(self.valid.sum())
+
+    def previous(self, array: np.ndarray) -> np.ndarray:
+        """``array`` shifted one step later along time, zeros at the trial start.
+
+        Memory agents see ``a_{t-1}, r_{t-1}`` at step ``t``; the values carry across the episodes of
+        a trial (RL²), so the shift is over the whole trial.
+        """
+        shifted = np.zeros_like(array)
+        shifted[:, 1:] = array[:, :-1]
+        return shifted
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Maps one step of every environment of a batch to actions; may hold per-environment memory."""
+
+    def reset(self, new_trial: np.ndarray) -> None:
+        """Forget the memory of the environments where ``new_trial`` (``[N]`` bool) is True."""
+
+    def act(
+        self,
+        obs: np.ndarray,
+        prev_action: np.ndarray,
+        prev_reward: np.ndarray,
+        episode_start: np.ndarray,
+        deterministic: bool,
+    ) -> np.ndarray:
+        """Actions ``[N, ...]`` for observations ``[N, *obs_shape]``.
+
+        ``prev_action``/``prev_reward`` are the previous step's within the trial (zeros at its start);
+        ``episode_start`` (``[N]`` bool) marks the first step of an episode (``done_{t-1}``).
+        """
+
+
+class Sampler(Protocol):
+    """Runs trials; implemented by ``harness.rollout``. It counts the env steps it takes."""
+
+    def collect(
+        self,
+        policy: Policy,
+        tasks: Sequence[Task],
+        episodes_per_trial: int,
+        deterministic: bool = False,
+    ) -> TrialBatch: ...
+
+
+@runtime_checkable
+class MetaLearner(Protocol):
+    """A meta-RL algorithm as the harness drives it.
+
+    ``exploration_episodes`` says how evaluation adapts (DESIGN.md §5): ``None`` for in-context
+    learners (RL², TrMRL), whose whole trial runs with the exploration policy; ``k`` for learners that
+    collect ``k`` episodes, call ``adapt`` and run the rest of the trial with the adapted policy.
+    """
+
+    exploration_episodes: int | None
+
+    def exploration_policy(self) -> Policy: ...
+
+    def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy: ...
+
+    def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+# --- configs -------------------------------------------------------------------------------------
+
+
+def check(condition: bool, field: str, reason: str) -> None:
+    """Raise ``ValueError("field: reason")`` unless ``condition``; used in configs' ``__post_init__``."""
+    if not condition:
+        raise ValueError(f"{field}: {reason}")
+
+
+def field_docs(config_cls: type) -> dict[str, str]:
+    """The per-field docstrings of a config dataclass (``metadata={"doc": ...}``)."""
+    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(config_cls)}
+
+
+# --- registry ------------------------------------------------------------------------------------
+
+
+class LearnerClass(Protocol):
+    Config: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]]
+
+    def __call__(self, env: MetaEnvInfo, config: Any, seed: int, device: str = "cpu") -> MetaLearner: ...
+
+
+LEARNERS: dict[str, Any] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator adding a learner to ``LEARNERS`` under ``name``; a duplicate name raises."""
+
+    def add(cls: type) -> type:
+        if name in LEARNERS:
+            raise ValueError(f"learner {name!r} is registered twice")
+        LEARNERS[name] = cls
+        cls.name = name  # type: ignore[attr-defined]
+        return cls
+
+    return add
+
+
+def learner_class(name: str) -> Any:
+    """The learner class registered as ``name``; the error lists the names that exist."""
+    _import_builtin_learners()
+    try:
+        return LEARNERS[name]
+    except KeyError:
+        raise KeyError(f"unknown algorithm {name!r}; known: {', '.join(sorted(LEARNERS))}") from None
+
+
+def _import_builtin_learners() -> None:
+    # Importing the modules runs their @register decorators.
+    from algorithms import rl2  # noqa: F401

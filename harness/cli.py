@@ -1,0 +1,147 @@
+"""``python -m harness``: run, validate, status, report, tasks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+from harness.spec import SpecError, check_splits, load_suite
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = 0
+    for path in args.suites:
+        try:
+            suite = load_suite(path)
+            check_splits(suite)
+        except SpecError as e:
+            print(e, file=sys.stderr)
+            status = 2
+            continue
+        runs = len(suite.algorithms) * len(suite.families) * len(suite.spec.seeds)
+        print(f"{path}: ok — {runs} learner runs ({len(suite.algorithms)} algorithms × {len(suite.families)} "
+              f"families × {len(suite.spec.seeds)} seeds), spec hash {suite.spec_hash}")
+    return status
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.executors import run_local
+    from harness.store import SuiteMismatchError
+
+    try:
+        suite = load_suite(args.suite)
+        check_splits(suite)
+    except SpecError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        return _fail("--workers: must be >= 1")
+    results_dir = Path(args.results or Path("results") / suite.name)
+    data = yaml.safe_load(Path(args.suite).read_text())
+    try:
+        outcome = run_local(suite, data, results_dir, args.workers, args.retry_failed)
+    except SuiteMismatchError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are kept; run the same command again to resume the others",
+              file=sys.stderr)
+        return 130
+    print(f"{len(outcome.done)} runs finished, {len(outcome.skipped)} already done, {len(outcome.failed)} failed")
+    for key, error in outcome.failed.items():
+        last = error.strip().splitlines()[-1] if error.strip() else "unknown error"
+        print(f"  FAILED {key.label}: {last}")
+    if outcome.failed:
+        print(f"tracebacks are in the runs' manifest.json files under {results_dir}/runs; "
+              "`--retry-failed` runs them again")
+    print(f"results: {results_dir}   next: python -m harness report {results_dir}")
+    return 0 if outcome.ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.store import load_manifests
+
+    results_dir = Path(args.results_dir)
+    if not (results_dir / "suite.yaml").exists():
+        return _fail(f"{results_dir} is not a results directory (no suite.yaml)")
+    manifests = load_manifests(results_dir)
+    counts = Counter(m.get("status", "?") for m in manifests)
+    print(f"{results_dir}: {len(manifests)} runs — " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for m in sorted(manifests, key=lambda m: (m["kind"], m["algorithm"], m["family"], m["seed"])):
+        steps = f"{m.get('env_steps', 0)}/{m['env_steps_budget']}" if "env_steps_budget" in m else "-"
+        line = f"  {m['status']:<8} {m['algorithm']}/{m['family']}/seed={m['seed']}  env steps {steps}"
+        if m.get("status") == "failed" and m.get("error"):
+            line += f"  ({m['error'].strip().splitlines()[-1]})"
+        print(line)
+    return 1 if counts.get("failed") else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import report
+
+    results_dir = Path(args.results_dir)
+    if not (results_dir / "suite.yaml").exists():
+        return _fail(f"{results_dir} is not a results directory (no suite.yaml)")
+    path = report(results_dir, Path(args.out) if args.out else None)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from harness.tasks import FAMILIES, family_class
+
+    if args.family is None:
+        for name, cls in sorted(FAMILIES.items()):
+            print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    try:
+        cls = family_class(args.family)
+    except KeyError as e:
+        return _fail(e.args[0])
+    family = cls(cls.Params())
+    info = family.describe()
+    info["parameters"] = {name: {"default": json.loads(json.dumps(f.default, default=str)), "doc": f.description}
+                          for name, f in cls.Params.model_fields.items()}
+    print(yaml.safe_dump(info, sort_keys=False, allow_unicode=True))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness", description="Meta-RL benchmark harness.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a suite (resumes interrupted runs, skips finished ones)")
+    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    run.add_argument("--results", default=None, help="results directory (default: results/<suite name>)")
+    run.add_argument("--retry-failed", action="store_true", help="run again the runs marked failed")
+    run.set_defaults(handler=cmd_run)
+
+    validate = commands.add_parser("validate", help="check suite files without running anything")
+    validate.add_argument("suites", nargs="+")
+    validate.set_defaults(handler=cmd_validate)
+
+    status = commands.add_parser("status", help="state of every run in a results directory")
+    status.add_argument("results_dir")
+    status.set_defaults(handler=cmd_status)
+
+    report = commands.add_parser("report", help="tables and plots from stored results")
+    report.add_argument("results_dir")
+    report.add_argument("--out", default=None, help="output directory (default: RESULTS_DIR/report)")
+    report.set_defaults(handler=cmd_report)
+
+    tasks = commands.add_parser("tasks", help="list task families, or describe one")
+    tasks.add_argument("family", nargs="?")
+    tasks.set_defaults(handler=cmd_tasks)
+
+    args = parser.parse_args(argv)
+    return int(args.handler(args))

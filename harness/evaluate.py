@@ -1,0 +1,113 @@
+"""The meta-test protocol (DESIGN.md §5), one protocol for every learner and reference policy.
+
+For each task of a split, run one trial of ``episodes_per_trial`` episodes: in-context learners
+(``exploration_episodes is None``) run the whole trial with their exploration policy; the others run
+``exploration_episodes`` episodes, ``adapt``, and run the rest with the adapted policy. One row per
+(task, episode index within the trial) and metric. The evaluator returns rows; it writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from algorithms.base import MetaLearner, Policy, Task, TrialBatch
+from harness.rollout import Sampler
+
+#: Metrics recorded per episode. ``success`` only for families whose environments report it.
+EPISODE_METRICS = ("return", "length", "success")
+
+
+def _rows(split: str, tasks: Sequence[Task], returns: np.ndarray, lengths: np.ndarray,
+          success: np.ndarray | None) -> list[dict[str, Any]]:
+    rows = []
+    for i, task in enumerate(tasks):
+        for e in range(returns.shape[1]):
+            rows.append({"split": split, "task_id": task.task_id, "episode_index": e, "metric": "return",
+                         "value": float(returns[i, e])})
+            rows.append({"split": split, "task_id": task.task_id, "episode_index": e, "metric": "length",
+                         "value": float(lengths[i, e])})
+            if success is not None:
+                rows.append({"split": split, "task_id": task.task_id, "episode_index": e, "metric": "success",
+                             "value": float(success[i, e])})
+    return rows
+
+
+def run_trial(
+    sampler: Sampler,
+    tasks: Sequence[Task],
+    episodes_per_trial: int,
+    policy: Policy,
+    deterministic: bool,
+    exploration_episodes: int | None = None,
+    adapt: Callable[[Policy, TrialBatch], Policy] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One evaluation trial per task.
+
+    Returns:
+        ``(returns, lengths, success)``, each ``[tasks, episodes_per_trial]``.
+    """
+    if exploration_episodes is None or adapt is None:
+        batch = sampler.collect(policy, tasks, episodes_per_trial, deterministic)
+        return batch.episode_returns, batch.episode_lengths, batch.episode_success
+    if not 0 < exploration_episodes < episodes_per_trial:
+        raise ValueError(
+            f"exploration_episodes ({exploration_episodes}) must lie in (0, episodes_per_trial={episodes_per_trial})"
+        )
+    explore = sampler.collect(policy, tasks, exploration_episodes, deterministic)
+    adapted = sampler.collect(adapt(policy, explore), tasks, episodes_per_trial - exploration_episodes, deterministic)
+    return (
+        np.concatenate([explore.episode_returns, adapted.episode_returns], axis=1),
+        np.concatenate([explore.episode_lengths, adapted.episode_lengths], axis=1),
+        np.concatenate([explore.episode_success, adapted.episode_success], axis=1),
+    )
+
+
+def evaluate(
+    sampler: Sampler,
+    task_sets: Mapping[str, Sequence[Task]],
+    episodes_per_trial: int,
+    policy_for: Callable[[Sequence[Task]], Policy],
+    deterministic: bool,
+    records_success: bool,
+    exploration_episodes: int | None = None,
+    adapt: Callable[[Policy, TrialBatch], Policy] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows ``{split, task_id, episode_index, metric, value}`` for every split in ``task_sets``.
+
+    Args:
+        sampler: the evaluation sampler (its own seed stream, shared by all algorithms of a run seed).
+        task_sets: tasks per split name, e.g. ``{"test": [...], "ood": [...], "train": [...]}``.
+        episodes_per_trial: episodes per evaluation trial.
+        policy_for: a fresh policy for a list of tasks (learners ignore the tasks; oracles use them).
+        deterministic: act deterministically.
+        records_success: whether to record the ``success`` metric.
+        exploration_episodes: see the module docstring.
+        adapt: the learner's ``adapt``.
+    """
+    rows: list[dict[str, Any]] = []
+    for split, tasks in task_sets.items():
+        if not tasks:
+            continue
+        returns, lengths, success = run_trial(
+            sampler, tasks, episodes_per_trial, policy_for(tasks), deterministic, exploration_episodes, adapt
+        )
+        rows += _rows(split, tasks, returns, lengths, success if records_success else None)
+    return rows
+
+
+def evaluate_learner(
+    learner: MetaLearner,
+    sampler: Sampler,
+    task_sets: Mapping[str, Sequence[Task]],
+    episodes_per_trial: int,
+    deterministic: bool,
+    records_success: bool,
+) -> list[dict[str, Any]]:
+    """``evaluate`` with a learner's exploration policy and adaptation."""
+    return evaluate(
+        sampler, task_sets, episodes_per_trial, lambda _tasks: learner.exploration_policy(), deterministic,
+        records_success, learner.exploration_episodes, learner.adapt,
+    )

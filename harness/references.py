@@ -1,0 +1,475 @@
+"""Reference policies: fixed baselines evaluated with the same protocol as learners.
+
+A report shows them beside the learners (random = 0 and oracle = 1 of the normalised score, DESIGN.md
+§7; Thompson sampling, UCB1 and the Bayes-optimal policy are the RL² paper's bandit references, §10).
+Each reference hands out a fresh batched ``Policy`` for a list of tasks; the sampler drives it exactly
+as it drives a learner's policy, so its numbers come from the same environments, seeds and code path.
+
+Policies that use feedback rebuild their per-environment history from ``prev_action``/``prev_reward``
+(the previous step's, within the trial). References ignore ``deterministic``: the randomness of random
+and Thompson sampling is part of the algorithm, and it is drawn from the ``rng`` they are given, so a
+run is reproducible either way.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from algorithms.base import Policy, Task
+from harness.tasks.bandit import BanditParams
+from harness.tasks.base import TaskFamily
+from harness.tasks.point_nav import PointNavFamily, PointNavParams
+
+
+class Reference(Protocol):
+    """A baseline policy the harness evaluates like a learner.
+
+    Attributes:
+        name: short key, e.g. ``"thompson"``.
+        description: one line for reports.
+    """
+
+    name: str
+    description: str
+
+    def policy(self, tasks: Sequence[Task], episodes_per_trial: int, rng: np.random.Generator) -> Policy:
+        """A fresh batched policy for ``tasks`` (row ``i`` of every ``act`` call is ``tasks[i]``).
+
+        ``rng`` is its only source of randomness.
+        """
+        ...
+
+
+PolicyFactory = Callable[[Sequence[Task], int, np.random.Generator], Policy]
+
+
+@dataclass(frozen=True)
+class _Reference:
+    """A ``Reference`` built from a policy factory."""
+
+    name: str
+    description: str
+    make: PolicyFactory
+
+    def policy(self, tasks: Sequence[Task], episodes_per_trial: int, rng: np.random.Generator) -> Policy:
+        if not tasks:
+            raise ValueError(f"reference {self.name!r}: tasks is empty")
+        if episodes_per_trial < 1:
+            raise ValueError(f"reference {self.name!r}: episodes_per_trial must be >= 1, got {episodes_per_trial}")
+        return self.make(tasks, episodes_per_trial, rng)
+
+
+def references_for(family: TaskFamily) -> dict[str, Reference]:
+    """The reference policies of a family instance, keyed by name; ``{}`` for families without any."""
+    builders: dict[str, Callable[[TaskFamily], dict[str, Reference]]] = {
+        "bandit": _bandit_references,
+        "point_nav": _point_nav_references,
+    }
+    build = builders.get(family.name)
+    return build(family) if build is not None else {}
+
+
+# --- bandit: shared bookkeeping -------------------------------------------------------------------
+
+
+class _BanditPolicy:
+    """Per-environment Beta posterior counts rebuilt from ``prev_action``/``prev_reward``.
+
+    Subclasses implement ``_choose``. ``successes``/``failures`` are ``[N, arms]`` int64 and count the
+    pulls of the current trial (they carry across its episodes: knowledge of the arms is kept).
+    """
+
+    def __init__(self, num_envs: int, arms: int) -> None:
+        self.arms = arms
+        self.successes = np.zeros((num_envs, arms), np.int64)
+        self.failures = np.zeros((num_envs, arms), np.int64)
+        # False right after a reset: the sampler's zero prev_action/prev_reward is not a pull.
+        self._has_prev = np.zeros(num_envs, bool)
+
+    def reset(self, new_trial: np.ndarray) -> None:
+        self.successes[new_trial] = 0
+        self.failures[new_trial] = 0
+        self._has_prev[new_trial] = False
+
+    def act(
+        self,
+        obs: np.ndarray,
+        prev_action: np.ndarray,
+        prev_reward: np.ndarray,
+        episode_start: np.ndarray,
+        deterministic: bool,
+    ) -> np.ndarray:
+        """Arms ``[N]`` int64; ``episode_start`` is irrelevant (memory spans the trial)."""
+        if len(obs) != len(self._has_prev):
+            raise ValueError(f"act: {len(obs)} observations for a policy of {len(self._has_prev)} tasks")
+        rows = np.flatnonzero(self._has_prev)
+        arms = np.asarray(prev_action, np.int64).reshape(-1)[rows]
+        won = np.rint(np.asarray(prev_reward)[rows]).astype(np.int64)  # Bernoulli rewards: 0 or 1
+        self.successes[rows, arms] += won
+        self.failures[rows, arms] += 1 - won
+        self._has_prev[:] = True
+        return self._choose()
+
+    def _choose(self) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _RandomArm(_BanditPolicy):
+    def __init__(self, num_envs: int, arms: int, rng: np.random.Generator) -> None:
+        super().__init__(num_envs, arms)
+        self.rng = rng
+
+    def _choose(self) -> np.ndarray:
+        return self.rng.integers(0, self.arms, len(self.successes), dtype=np.int64)
+
+
+class _OracleArm(_BanditPolicy):
+    """Always the arm with the highest true mean (told the task)."""
+
+    def __init__(self, means: np.ndarray) -> None:
+        super().__init__(*means.shape)
+        self.best = np.argmax(means, axis=1).astype(np.int64)
+
+    def _choose(self) -> np.ndarray:
+        return self.best.copy()
+
+
+class _UCB1(_BanditPolicy):
+    """UCB1 (Auer, Cesa-Bianchi & Fischer 2002, Fig. 1): each arm once, then argmax mean + sqrt(2 ln t / n_a)."""
+
+    def _choose(self) -> np.ndarray:
+        pulls = self.successes + self.failures  # [N, arms]
+        total = pulls.sum(axis=1, keepdims=True)  # t: plays so far
+        safe = np.maximum(pulls, 1)
+        bound = self.successes / safe + np.sqrt(2.0 * np.log(np.maximum(total, 1)) / safe)
+        # An unplayed arm scores +inf, so argmax (first maximum) plays the lowest-index unplayed arm.
+        bound = np.where(pulls == 0, np.inf, bound)
+        return np.argmax(bound, axis=1).astype(np.int64)
+
+
+class _Thompson(_BanditPolicy):
+    """Thompson sampling with Beta(1, 1) priors: one posterior draw per arm, play the largest."""
+
+    def __init__(self, num_envs: int, arms: int, rng: np.random.Generator) -> None:
+        super().__init__(num_envs, arms)
+        self.rng = rng
+
+    def _choose(self) -> np.ndarray:
+        draws = self.rng.beta(1.0 + self.successes, 1.0 + self.failures)
+        return np.argmax(draws, axis=1).astype(np.int64)
+
+
+# --- bandit: the Bayes-optimal policy -------------------------------------------------------------
+
+#: Largest number of posterior states (multisets of per-arm (successes, failures) with fewer than H pulls
+#: in all) for which ``bayes_optimal`` is offered: about 2 s and 70 MB of memo in CPython at ~4 µs per
+#: state. Arms k=5 → horizons up to 22 pulls; k=2 → 66; k=3 → 32; k=10 → 19. k=5, H=100 has ~1e11 states.
+MAX_BAYES_OPTIMAL_STATES = 500_000
+
+
+def _pair_code(successes: int | np.ndarray, failures: int | np.ndarray) -> int | np.ndarray:
+    """Cantor code of an arm's (successes, failures): ``m (m + 1) / 2 + s`` with ``m = s + f``."""
+    pulls = successes + failures
+    return pulls * (pulls + 1) // 2 + successes
+
+
+def bayes_optimal_state_count(arms: int, horizon: int) -> int:
+    """Number of posterior states with fewer than ``horizon`` pulls, up to arm symmetry (the DP's memo).
+
+    A state is a multiset of ``arms`` pairs ``(s, f)``; the count is the sum over totals ``t < horizon`` of
+    the coefficient of ``y^arms x^t`` in ``prod_m (1 - y x^m)^-(m + 1)`` (``m + 1`` pairs have ``s + f = m``).
+    Stops counting once above ``MAX_BAYES_OPTIMAL_STATES`` and then returns a number above it.
+    """
+    top = max(horizon - 1, 0)
+    # ways[j][t]: multisets of j pairs with t pulls in all, over the pair types added so far.
+    ways = [[0] * (top + 1) for _ in range(arms + 1)]
+    ways[0][0] = 1
+    for m in range(top + 1):
+        for _ in range(m + 1):  # each of the m + 1 pair types with s + f = m
+            for j in range(1, arms + 1):
+                for t in range(m, top + 1):
+                    ways[j][t] += ways[j - 1][t - m]
+        # Pairs with more than m pulls cannot reach a total of m, so totals <= m are final here.
+        so_far = sum(ways[arms][: m + 1])
+        if so_far > MAX_BAYES_OPTIMAL_STATES:
+            return so_far
+    return sum(ways[arms])
+
+
+def bayes_optimal_feasible(arms: int, horizon: int) -> bool:
+    """Whether the exact DP for ``arms`` arms and ``horizon`` pulls is small enough to offer."""
+    return bayes_optimal_state_count(arms, horizon) <= MAX_BAYES_OPTIMAL_STATES
+
+
+class _BetaBernoulliDP:
+    """Exact finite-horizon DP for a Bernoulli bandit with independent Beta(1, 1) priors on the arms.
+
+    ``V(state) = max_a p_a (1 + V(state | a won)) + (1 - p_a) V(state | a lost)`` with the posterior mean
+    ``p_a = (s_a + 1) / (s_a + f_a + 2)`` and ``V = 0`` once ``horizon`` pulls are made. Arms are
+    exchangeable, so a state is the sorted tuple of per-arm pair codes (``_pair_code``), memoised.
+    """
+
+    def __init__(self, arms: int, horizon: int) -> None:
+        self.arms, self.horizon = arms, horizon
+        size = (horizon + 2) * (horizon + 3) // 2  # codes of every pair with at most horizon + 1 pulls
+        self._pulls = [0] * size
+        self._mean = [0.0] * size
+        self._won = [0] * size
+        self._lost = [0] * size
+        for m in range(horizon + 2):
+            for s in range(m + 1):
+                code = int(_pair_code(s, m - s))
+                self._pulls[code], self._mean[code] = m, (s + 1) / (m + 2)
+                if m <= horizon:
+                    self._won[code], self._lost[code] = int(_pair_code(s + 1, m - s)), int(_pair_code(s, m - s + 1))
+        self._values: dict[tuple[int, ...], float] = {}
+        self._best: dict[tuple[int, ...], frozenset[int]] = {}
+
+    def value(self, state: tuple[int, ...]) -> float:
+        """Expected reward of the remaining pulls from ``state`` (sorted pair codes) under optimal play."""
+        return self._value(state, sum(self._pulls[c] for c in state))
+
+    def _value(self, state: tuple[int, ...], pulls: int) -> float:
+        if pulls >= self.horizon:
+            return 0.0
+        cached = self._values.get(state)
+        if cached is not None:
+            return cached
+        best = max(self._q_values(state, pulls).values())
+        self._values[state] = best
+        return best
+
+    def _q_values(self, state: tuple[int, ...], pulls: int) -> dict[int, float]:
+        """Q of pulling an arm of each distinct pair code in ``state``."""
+        q: dict[int, float] = {}
+        for i, code in enumerate(state):
+            if code in q:
+                continue  # identical arms have identical values
+            rest = state[:i] + state[i + 1 :]
+            won, lost = self._won[code], self._lost[code]
+            i_won, i_lost = bisect.bisect(rest, won), bisect.bisect(rest, lost)
+            value_won = self._value(rest[:i_won] + (won,) + rest[i_won:], pulls + 1)
+            value_lost = self._value(rest[:i_lost] + (lost,) + rest[i_lost:], pulls + 1)
+            mean = self._mean[code]
+            q[code] = mean * (1.0 + value_won) + (1.0 - mean) * value_lost
+        return q
+
+    def best_codes(self, state: tuple[int, ...]) -> frozenset[int]:
+        """The pair codes whose arms are optimal to pull in ``state`` (ties within 1e-9)."""
+        best = self._best.get(state)
+        if best is None:
+            q = self._q_values(state, sum(self._pulls[c] for c in state))
+            top = max(q.values())
+            best = frozenset(code for code, value in q.items() if value >= top - 1e-9)
+            self._best[state] = best
+        return best
+
+
+@functools.lru_cache(maxsize=4)
+def _solved_dp(arms: int, horizon: int) -> _BetaBernoulliDP:
+    if not bayes_optimal_feasible(arms, horizon):
+        raise ValueError(
+            f"bayes_optimal: {arms} arms and horizon {horizon} exceed MAX_BAYES_OPTIMAL_STATES="
+            f"{MAX_BAYES_OPTIMAL_STATES} posterior states; the exact DP is not offered there"
+        )
+    dp = _BetaBernoulliDP(arms, horizon)
+    dp.value((0,) * arms)  # fills the memo for every reachable state
+    return dp
+
+
+def bayes_optimal_value(arms: int, horizon: int) -> float:
+    """Expected total reward of the Bayes-optimal policy over ``horizon`` pulls, arm means iid U(0, 1).
+
+    The limit of any learner on that prior; ``bayes_optimal_value(5, 10) ≈ 6.66`` (the RL² paper's
+    Gittins figure for k=5, n=10 is 6.6).
+
+    Raises:
+        ValueError: the DP is larger than ``MAX_BAYES_OPTIMAL_STATES`` states.
+    """
+    if arms < 1 or horizon < 0:
+        raise ValueError(f"bayes_optimal_value: need arms >= 1 and horizon >= 0, got {arms}, {horizon}")
+    return _solved_dp(arms, horizon).value((0,) * arms)
+
+
+class _BayesOptimal(_BanditPolicy):
+    """Plays an optimal arm of the solved DP; among optimal arms, the lowest index."""
+
+    def __init__(self, num_envs: int, arms: int, horizon: int) -> None:
+        super().__init__(num_envs, arms)
+        self.dp = _solved_dp(arms, horizon)
+
+    def _choose(self) -> np.ndarray:
+        if (self.successes + self.failures).sum(axis=1).max() >= self.dp.horizon:
+            raise ValueError(f"bayes_optimal: more pulls than the trial horizon {self.dp.horizon} it was solved for")
+        codes = _pair_code(self.successes, self.failures).tolist()  # [N][arms]
+        actions = np.empty(len(codes), np.int64)
+        for row, arm_codes in enumerate(codes):
+            best = self.dp.best_codes(tuple(sorted(arm_codes)))
+            actions[row] = next(arm for arm, code in enumerate(arm_codes) if code in best)
+        return actions
+
+
+def _bandit_references(family: TaskFamily) -> dict[str, Reference]:
+    params: BanditParams = family.params  # type: ignore[assignment]
+    arms, pulls = params.arms, params.pulls
+
+    def means(tasks: Sequence[Task]) -> np.ndarray:
+        return np.array([task.params["means"] for task in tasks], np.float64)  # [N, arms]
+
+    refs: list[Reference] = [
+        _Reference("random", "uniformly random arm", lambda tasks, e, rng: _RandomArm(len(tasks), arms, rng)),
+        _Reference(
+            "ucb1",
+            "UCB1 (Auer et al. 2002): each arm once, then mean + sqrt(2 ln t / n_a)",
+            lambda tasks, e, rng: _UCB1(len(tasks), arms),
+        ),
+        _Reference(
+            "thompson",
+            "Thompson sampling, Beta(1, 1) priors",
+            lambda tasks, e, rng: _Thompson(len(tasks), arms, rng),
+        ),
+        _Reference(
+            "oracle",
+            "told the task: always the arm with the highest mean",
+            lambda tasks, e, rng: _OracleArm(means(tasks)),
+        ),
+    ]
+    # Offered where the DP is small for the family's default trial length; references_for cannot see a
+    # suite's episodes_per_trial override, so policy() raises for a trial too long to solve.
+    if bayes_optimal_feasible(arms, family.default_episodes_per_trial * pulls):
+        low, high = params.mean_range
+        caveat = "" if (low, high) == (0.0, 1.0) else f" (not optimal here: means ~ U({low}, {high}))"
+        refs.append(
+            _Reference(
+                "bayes_optimal",
+                f"Bayes-optimal: exact DP over Beta(1, 1) posteriors for the trial; assumes means ~ U(0, 1){caveat}",
+                lambda tasks, e, rng: _BayesOptimal(len(tasks), arms, e * pulls),
+            )
+        )
+    return {ref.name: ref for ref in refs}
+
+
+# --- point_nav --------------------------------------------------------------------------------------
+
+
+class _RandomMove:
+    """Uniform actions in [-1, 1]^2."""
+
+    def __init__(self, num_envs: int, rng: np.random.Generator) -> None:
+        self.num_envs, self.rng = num_envs, rng
+
+    def reset(self, new_trial: np.ndarray) -> None:
+        pass  # memoryless
+
+    def act(
+        self,
+        obs: np.ndarray,
+        prev_action: np.ndarray,
+        prev_reward: np.ndarray,
+        episode_start: np.ndarray,
+        deterministic: bool,
+    ) -> np.ndarray:
+        """Actions ``[N, 2]`` float32."""
+        return self.rng.uniform(-1.0, 1.0, (self.num_envs, 2)).astype(np.float32)
+
+
+class _GoTo:
+    """Moves each environment's point straight to its target at full speed, then stays there.
+
+    Args:
+        targets: ``[N, 2]`` target positions.
+        step_size: the family's largest move per step along each axis.
+    """
+
+    def __init__(self, targets: np.ndarray, step_size: float) -> None:
+        self.targets = np.asarray(targets, np.float64)
+        self.step_size = step_size
+
+    def reset(self, new_trial: np.ndarray) -> None:
+        pass  # memoryless: the position is in the observation
+
+    def act(
+        self,
+        obs: np.ndarray,
+        prev_action: np.ndarray,
+        prev_reward: np.ndarray,
+        episode_start: np.ndarray,
+        deterministic: bool,
+    ) -> np.ndarray:
+        """Actions ``[N, 2]`` float32 for positions ``obs: [N, 2]``."""
+        # The env moves by step_size * clip(a); scaling the offset lands on the target once within reach.
+        return np.clip((self.targets - obs) / self.step_size, -1.0, 1.0).astype(np.float32)
+
+
+#: Fixed seed and sample size of the training goals that choose the non-adaptive target.
+_NON_ADAPTIVE_SEED = 0
+_NON_ADAPTIVE_GOALS = 2000
+#: Points per axis of the coarse and of the fine grid search; odd, so a grid centred on the origin holds it.
+_NON_ADAPTIVE_GRID = 41
+
+
+def _mean_reward_at(points: np.ndarray, goals: np.ndarray, params: PointNavParams) -> np.ndarray:
+    """Mean per-step reward of standing at each of ``points: [P, 2]`` over ``goals: [G, 2]``; ``[P]``."""
+    distance = np.hypot(points[:, None, 0] - goals[None, :, 0], points[:, None, 1] - goals[None, :, 1])  # [P, G]
+    if False:
+        return (distance <= params.goal_radius).mean(axis=1)
+    return -distance.mean(axis=1)
+
+
+def _grid_search(center: np.ndarray, half: float, goals: np.ndarray, params: PointNavParams) -> np.ndarray:
+    """The point ``[2]`` of a square grid (``center ± half``) with the highest mean reward; first on ties."""
+    axis = np.linspace(-half, half, _NON_ADAPTIVE_GRID)
+    points = np.stack(np.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2) + center  # [P, 2]
+    return points[int(np.argmax(_mean_reward_at(points, goals, params)))]
+
+
+@functools.lru_cache(maxsize=16)
+def _non_adaptive_target(params: PointNavParams) -> tuple[float, float]:
+    family = PointNavFamily(params)
+    rng = np.random.Generator(np.random.PCG64(_NON_ADAPTIVE_SEED))
+    goals = np.array([family.sample_params("train", rng)["goal"] for _ in range(_NON_ADAPTIVE_GOALS)])  # [G, 2]
+    # Coarse: a square centred on the origin (where episodes start) covering every goal's reward region;
+    # fine: one coarse cell around the best coarse point (resolution half / 400, ~0.003 by default).
+    half = float(np.linalg.norm(goals, axis=1).max()) + params.goal_radius
+    coarse = _grid_search(np.zeros(2), half, goals, params)
+    fine = _grid_search(coarse, 2 * half / (_NON_ADAPTIVE_GRID - 1), goals, params)
+    return float(fine[0]), float(fine[1])
+
+
+def non_adaptive_target(family: TaskFamily) -> np.ndarray:
+    """The point ``[2]`` where the non-adaptive reference stands: the grid point with the highest mean
+    per-step reward over training goals (a fixed sample, so the same for every call)."""
+    return np.array(_non_adaptive_target(family.params), np.float64)  # type: ignore[arg-type]
+
+
+def _point_nav_references(family: TaskFamily) -> dict[str, Reference]:
+    params: PointNavParams = family.params  # type: ignore[assignment]
+    step_size = params.step_size
+
+    def goals(tasks: Sequence[Task]) -> np.ndarray:
+        return np.array([task.params["goal"] for task in tasks], np.float64)  # [N, 2]
+
+    def fixed_target(tasks: Sequence[Task]) -> np.ndarray:
+        return np.tile(non_adaptive_target(family), (len(tasks), 1))  # [N, 2]
+
+    refs: list[Reference] = [
+        _Reference("random", "uniform actions in [-1, 1]^2", lambda tasks, e, rng: _RandomMove(len(tasks), rng)),
+        _Reference(
+            "oracle",
+            "told the goal: straight to it at full speed, then stays",
+            lambda tasks, e, rng: _GoTo(goals(tasks), step_size),
+        ),
+        _Reference(
+            "non_adaptive",
+            "ignores task and reward: goes to the point best on average over training goals, then stays",
+            lambda tasks, e, rng: _GoTo(fixed_target(tasks), step_size),
+        ),
+    ]
+    return {ref.name: ref for ref in refs}

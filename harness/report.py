@@ -1,0 +1,493 @@
+"""Report: a suite's results as one markdown page of tables and learning-curve plots.
+
+Everything here is a pure function of the tidy rows (``harness.store.load_results``: one row per
+measurement) and the run manifests; no number comes from anywhere else. Definitions:
+
+- **Score** of a run at one evaluation on a split: the mean, over the split's tasks, of the return of
+  the *last* episode of the trial (the post-adaptation return; for one-episode trials, the return).
+  The *first-episode* score uses the trial's first episode instead; last − first measures adaptation
+  (DESIGN §7). ``metric="success"`` gives a success rate the same way.
+- **Final**: the run's last evaluation on that split (its largest ``env_steps``).
+- **Across seeds**: mean ± the half-width of a 95% Student-t interval, ``t(0.975, n−1) · s / √n`` with
+  ``s`` the sample standard deviation (ddof 1). One seed gives no interval; it is shown as ``n=1``.
+- **Curves** align a run's seeds by evaluation number (the k-th evaluation of every seed), placed at the
+  seeds' mean ``env_steps``: the harness evaluates when training passes a multiple of
+  ``eval_every_env_steps``, so seeds whose episodes end early record slightly different step counts.
+- **References** (``kind == "reference"``, e.g. ``ref-thompson``, evaluated once at env_steps 0 by the same
+  protocol) are table rows after the learners and dashed horizontal lines in the plots.
+- The ``training`` split (learner diagnostics) is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import yaml
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+from scipy import stats
+
+from harness.store import REFERENCE_PREFIX, load_manifests, load_results
+
+EVAL_SPLITS = ("test", "ood", "train")
+CURVE_SPLITS = ("test", "ood")
+RUN_KEYS = ["kind", "algorithm", "family", "seed"]
+CONFIDENCE = 0.95
+# fewer seeds than this gets a warning: few-run intervals are wide and rankings unstable (Agarwal et al. 2021)
+MIN_SEEDS = 5
+
+TABLE_COLUMNS = [
+    "family", "kind", "algorithm", "n_seeds", "episodes_per_trial", "final_env_steps_min", "final_env_steps_max",
+    *(f"{split}_{stat}" for split in EVAL_SPLITS for stat in ("mean", "ci", "n")),
+    "test_first_mean", "test_first_ci", "test_gain_mean", "test_gain_ci",
+]  # fmt: skip
+_SPLIT_TITLES = {"test": "test tasks", "ood": "OOD tasks"}
+_Y_LABELS = {"return": "return (last episode of trial)", "success": "success rate (last episode of trial)"}
+_STEPS = EngFormatter(sep="")  # 200k, 1.2M
+# seaborn's colour-blind palette, reordered so the first four hues are far apart (its orange and
+# vermilion, entries 1 and 3, are hard to tell apart side by side)
+_PALETTE = [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 3, 5, 6, 8, 9, 7)]
+_REFERENCE_GREYS = ("0.1", "0.45", "0.3")
+_REFERENCE_DASHES = ((0, (6, 3)), (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2)), (0, (3, 3)), (0, (7, 2, 1.5, 2, 1.5, 2)))
+
+
+# ---------------------------------------------------------------------------------------------- numbers
+
+
+def t_half_width(std: Any, n: Any, confidence: float = CONFIDENCE) -> Any:
+    """Half-width of the Student-t interval of a mean: ``t(q, n−1) · std / √n``; NaN where ``n < 2``.
+
+    Args:
+        std: sample standard deviation(s) (ddof 1); scalar or array.
+        n: sample size(s), broadcastable with ``std``.
+        confidence: two-sided coverage.
+    """
+    n = np.asarray(n, dtype=float)
+    safe_n = np.maximum(n, 2.0)
+    width = stats.t.ppf(0.5 + confidence / 2, safe_n - 1) * np.asarray(std, dtype=float) / np.sqrt(safe_n)
+    return np.where(n >= 2, width, np.nan)
+
+
+def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[float, float, int]:
+    """``(mean, t-interval half-width, n)`` of ``values``; ``(nan, nan, 0)`` when empty, ci NaN when n = 1."""
+    x = np.asarray(list(values), dtype=float)
+    if x.size == 0:
+        return float("nan"), float("nan"), 0
+    std = x.std(ddof=1) if x.size > 1 else float("nan")
+    return float(x.mean()), float(t_half_width(std, x.size, confidence)), int(x.size)
+
+
+def run_scores(rows: pd.DataFrame, metric: str = "return", episode: Literal["first", "last"] = "last") -> pd.DataFrame:
+    """Each run's score at each evaluation on each split (test, ood, train).
+
+    Args:
+        rows: the tidy results table (``load_results``).
+        metric: ``"return"`` or ``"success"`` (or any metric name in the rows).
+        episode: which episode of each trial counts: ``"last"`` (post-adaptation) or ``"first"``.
+
+    Returns:
+        One row per (kind, algorithm, family, seed, split, env_steps) with ``score``: the mean over
+        the split's tasks of ``metric`` in the chosen episode of each task's trial.
+    """
+    if episode not in ("first", "last"):
+        raise ValueError(f"episode must be 'first' or 'last', got {episode!r}")
+    data = rows[(rows["metric"] == metric) & rows["split"].isin(EVAL_SPLITS)]
+    trial = [*RUN_KEYS, "split", "env_steps", "task_id"]
+    chosen_index = data.groupby(trial)["episode_index"].transform("max" if episode == "last" else "min")
+    chosen = data[data["episode_index"] == chosen_index]
+    scores = chosen.groupby([*RUN_KEYS, "split", "env_steps"], as_index=False)["value"].mean()
+    return scores.rename(columns={"value": "score"})[[*RUN_KEYS, "split", "env_steps", "score"]]
+
+
+def final_scores(
+    rows: pd.DataFrame, metric: str = "return", episode: Literal["first", "last"] = "last"
+) -> pd.DataFrame:
+    """``run_scores`` at each run's last evaluation of each split (same columns)."""
+    scores = run_scores(rows, metric, episode)
+    last = scores.groupby([*RUN_KEYS, "split"])["env_steps"].transform("max")
+    return scores[scores["env_steps"] == last].reset_index(drop=True)
+
+
+def final_table(rows: pd.DataFrame, metric: str = "return") -> pd.DataFrame:
+    """Final scores across seeds: one row per (family, algorithm), learners before references.
+
+    Args:
+        rows: the tidy results table.
+        metric: the metric scored (see ``run_scores``).
+
+    Returns:
+        Columns ``TABLE_COLUMNS``: ``{test,ood,train}_{mean,ci,n}`` (last-episode final score: mean,
+        t-CI half-width, number of seeds; ci NaN for one seed, mean NaN and n 0 for a missing split),
+        ``n_seeds``, ``episodes_per_trial``, the range of the runs' final ``env_steps``, and where trials
+        have more than one episode the final first-episode test score ``test_first_*`` and the per-seed
+        gain last − first ``test_gain_*``.
+    """
+    last = final_scores(rows, metric, "last")
+    first = final_scores(rows, metric, "first")
+    paired = last.merge(first, on=[*RUN_KEYS, "split", "env_steps"], suffixes=("", "_first"))
+    evaluated = rows[(rows["metric"] == metric) & rows["split"].isin(EVAL_SPLITS)]
+    trial_length = evaluated.groupby("family")["episode_index"].max() + 1
+
+    records = []
+    for (family, kind, algorithm), group in paired.groupby(["family", "kind", "algorithm"]):
+        record: dict[str, Any] = {
+            "family": family,
+            "kind": kind,
+            "algorithm": algorithm,
+            "n_seeds": group["seed"].nunique(),
+            "episodes_per_trial": int(trial_length[family]),
+            "final_env_steps_min": int(group["env_steps"].min()),
+            "final_env_steps_max": int(group["env_steps"].max()),
+        }
+        for split in EVAL_SPLITS:
+            mean, ci, n = mean_ci(group.loc[group["split"] == split, "score"])
+            record |= {f"{split}_mean": mean, f"{split}_ci": ci, f"{split}_n": n}
+        test = group[group["split"] == "test"]
+        if record["episodes_per_trial"] > 1:
+            record["test_first_mean"], record["test_first_ci"], _ = mean_ci(test["score_first"])
+            record["test_gain_mean"], record["test_gain_ci"], _ = mean_ci(test["score"] - test["score_first"])
+        records.append(record)
+    table = pd.DataFrame.from_records(records, columns=TABLE_COLUMNS)
+    return table.sort_values(["family", "kind", "algorithm"], ignore_index=True)  # "learner" < "reference"
+
+
+def curve_table(rows: pd.DataFrame, metric: str = "return") -> pd.DataFrame:
+    """Learning curves: last-episode score across seeds at each evaluation, for the test and ood splits.
+
+    Returns:
+        One row per (kind, algorithm, family, split, eval_index) with ``env_steps`` (mean over seeds),
+        ``mean``, ``ci`` (t half-width, NaN for one seed) and ``n`` (seeds).
+    """
+    scores = run_scores(rows, metric, "last")
+    scores = scores[scores["split"].isin(CURVE_SPLITS)].copy()
+    scores["eval_index"] = scores.groupby([*RUN_KEYS, "split"])["env_steps"].rank(method="dense").astype(int) - 1
+    keys = ["kind", "algorithm", "family", "split", "eval_index"]
+    curves = scores.groupby(keys, as_index=False).agg(
+        env_steps=("env_steps", "mean"), mean=("score", "mean"), std=("score", "std"), n=("score", "size")
+    )
+    curves["ci"] = t_half_width(curves["std"].fillna(0.0), curves["n"])
+    return curves[[*keys, "env_steps", "mean", "ci", "n"]]
+
+
+def primary_metric(rows: pd.DataFrame, family: str) -> str:
+    """``"success"`` where the family records success (Meta-World's headline metric), else ``"return"``."""
+    has_success = ((rows["family"] == family) & (rows["metric"] == "success") & rows["split"].isin(EVAL_SPLITS)).any()
+    return "success" if has_success else "return"
+
+
+# ---------------------------------------------------------------------------------------------- plots
+
+
+def _label(algorithm: str) -> str:
+    return algorithm.removeprefix(REFERENCE_PREFIX)
+
+
+def plot_curves(
+    rows: pd.DataFrame,
+    family: str,
+    path: str | Path,
+    metric: str | None = None,
+    algorithms: Sequence[str] = (),
+    references: Sequence[str] = (),
+) -> Path | None:
+    """Write ``path`` (PNG): one panel per split among test/ood, mean over seeds with a 95% t-CI band.
+
+    References are dashed horizontal lines at their mean score. Returns ``None`` (and writes nothing)
+    when the family has no test or ood rows for ``metric``.
+
+    Args:
+        rows: the tidy results table (other families are ignored).
+        family: the family id to plot.
+        path: where the PNG goes.
+        metric: default ``primary_metric(rows, family)``.
+        algorithms: learner order for colours and legend (the suite's); pass the same list for every
+            family so an algorithm keeps its colour across figures. Others follow, sorted.
+        references: the same for the references' line styles (names as in the rows, ``ref-…``).
+    """
+    metric = metric or primary_metric(rows, family)
+    curves = curve_table(rows[rows["family"] == family], metric)
+    splits = [s for s in CURVE_SPLITS if (curves["split"] == s).any()]
+    if not splits:
+        return None
+    order = _ordered([*algorithms, *curves.loc[curves["kind"] == "learner", "algorithm"]], algorithms)
+    colours = {a: _PALETTE[i % len(_PALETTE)] for i, a in enumerate(order)}
+    learners = [a for a in order if ((curves["kind"] == "learner") & (curves["algorithm"] == a)).any()]
+    present = curves.loc[curves["kind"] == "reference", "algorithm"]
+    style = {a: i for i, a in enumerate(_ordered([*references, *present], references))}
+    references = _ordered(present, list(style))
+    seeds = curves[curves["kind"] == "learner"].groupby("algorithm")["n"].agg(["min", "max"])
+    handles: dict[str, Any] = {}  # algorithm → legend handle; one legend for all panels
+
+    with rc_context({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}):
+        fig = Figure(figsize=(4.6 * len(splits) + 1.9, 3.4), dpi=150, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(splits), sharey=True, squeeze=False)[0]
+        for ax, split in zip(axes, splits, strict=True):
+            here = curves[curves["split"] == split]
+            for algorithm in learners:
+                line = here[(here["algorithm"] == algorithm) & (here["kind"] == "learner")].sort_values("eval_index")
+                if line.empty:
+                    continue
+                x, mean, ci = line["env_steps"].to_numpy(), line["mean"].to_numpy(), line["ci"].to_numpy()
+                lo, hi = seeds.loc[algorithm]
+                label = f"{algorithm} (n={hi})" if lo == hi else f"{algorithm} (n={lo}–{hi})"
+                if len(line) == 1:  # a single evaluation: a marker with its interval, no line
+                    handles[algorithm] = ax.errorbar(
+                        x, mean, yerr=np.nan_to_num(ci), fmt="o", capsize=3, color=colours[algorithm], label=label
+                    )
+                    continue
+                (handles[algorithm],) = ax.plot(x, mean, marker="o" if len(line) <= 20 else None, markersize=3,
+                                                lw=1.6, color=colours[algorithm], label=label)  # fmt: skip
+                if np.isfinite(ci).any():
+                    low, high = mean - ci, mean + ci
+                    if metric == "success":  # a rate's interval stops at its bounds
+                        low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+                    ax.fill_between(x, low, high, color=colours[algorithm], alpha=0.2, lw=0)
+            # references in greys with distinct dash patterns, so they never read as a learner's colour
+            for algorithm in references:
+                i = style[algorithm]
+                level = here.loc[(here["algorithm"] == algorithm) & (here["kind"] == "reference"), "mean"]
+                if not level.empty:
+                    handles[algorithm] = ax.axhline(
+                        level.mean(), color=_REFERENCE_GREYS[i % len(_REFERENCE_GREYS)],
+                        ls=_REFERENCE_DASHES[i % len(_REFERENCE_DASHES)], lw=1.3,
+                        label=f"{_label(algorithm)} (reference)",
+                    )  # fmt: skip
+            ax.set_title(f"{family} — {_SPLIT_TITLES[split]}")
+            ax.set_xlabel("environment steps")
+            ax.xaxis.set_major_formatter(_STEPS)
+            ax.set_xlim(left=0)
+            ax.grid(alpha=0.3, lw=0.5)
+        axes[0].set_ylabel(_Y_LABELS.get(metric, f"{metric} (last episode of trial)"))
+        ordered = [handles[a] for a in [*learners, *references] if a in handles]
+        fig.legend(ordered, [h.get_label() for h in ordered], loc="outside right center", frameon=False,
+                   title="mean ± 95% CI over seeds", title_fontsize=8, fontsize=8)  # fmt: skip
+        path = Path(path)
+        fig.savefig(path, dpi=150)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- markdown
+
+
+def _cell(mean: float, ci: float, n: int) -> str:
+    if n == 0 or not np.isfinite(mean):
+        return "—"
+    return f"{mean:.2f} (n=1)" if n == 1 else f"{mean:.2f} ± {ci:.2f}"
+
+
+def _adaptation_cell(row: pd.Series) -> str:
+    if row["episodes_per_trial"] <= 1 or row["test_n"] == 0:
+        return "—"
+    gain = f"{row.test_gain_mean:+.2f}" + (", n=1" if row["test_n"] == 1 else f" ± {row.test_gain_ci:.2f}")
+    return f"{row.test_first_mean:.2f} → {row.test_mean:.2f} ({gain})"
+
+
+def _steps_cell(row: pd.Series) -> str:
+    if row["kind"] == "reference":
+        return "—"
+    # 3 significant digits: seeds that end a few steps apart (early terminations) read as one number
+    lo, hi = (_STEPS(float(f"{row[key]:.3g}")) for key in ("final_env_steps_min", "final_env_steps_max"))
+    return lo if lo == hi else f"{lo}–{hi}"
+
+
+def _escape(text: Any) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _ordered(names: Iterable[str], preferred: Sequence[str]) -> list[str]:
+    """``names`` in the suite's order (``preferred``), then any others sorted."""
+    names = set(names)
+    return [n for n in preferred if n in names] + sorted(names - set(preferred))
+
+
+def _run_name(manifest: Mapping[str, Any]) -> str:
+    return f"{manifest['algorithm']} / {manifest['family']} / seed {manifest['seed']}"
+
+
+def _last_line(error: str | None) -> str:
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "(no error recorded)"
+
+
+def _header(rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> list[str]:
+    commits = meta.get("commits") or ([meta["commit"]] if meta.get("commit") else [])
+    seeds = sorted(rows.loc[rows["kind"] == "learner", "seed"].unique())
+    seed_text = ", ".join(map(str, seeds)) or "none yet"
+    if meta.get("seeds") and sorted(meta["seeds"]) != seeds:
+        seed_text += f" (the suite lists {', '.join(map(str, sorted(meta['seeds'])))})"
+    statuses = [m.get("status", "unknown") for m in manifests]
+    counts = {s: statuses.count(s) for s in _ordered(statuses, ("done", "running", "failed"))}
+    lines = [
+        f"# {meta.get('suite', 'suite')} — results",
+        "",
+        f"- spec hash: `{meta.get('spec_hash') or 'unknown'}`",
+        f"- tasks hash: `{meta.get('tasks_hash') or 'unknown'}`",
+        f"- commit{'s' if len(commits) > 1 else ''}: " + (", ".join(f"`{c}`" for c in commits) or "unknown"),
+        f"- seeds: {seed_text}",
+        f"- runs: {len(manifests)} (" + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none") + ")",
+        "",
+    ]
+    if len(commits) > 1:
+        lines += [f"> ⚠ runs come from {len(commits)} different commits.", ""]
+    for key in ("spec_hash", "tasks_hash"):
+        odd = [m for m in manifests if meta.get(key) and m.get(key) and m[key] != meta[key]]
+        if odd:
+            names = "; ".join(f"{_run_name(m)} (`{m[key]}`)" for m in odd)
+            lines += [f"> ⚠ {len(odd)} run(s) have a {key.replace('_', ' ')} other than the suite's: {names}.", ""]
+    lines += [
+        (
+            "Scores: the mean over a split's tasks of the return (success rate where the family records success) "
+            "of the **last episode of each trial**, at each run's final evaluation; cells are mean ± 95% Student-t "
+            "half-width over seeds (`n=1`: one seed, no interval). `test ep 1 → last`: final first- and "
+            "last-episode test score, and their per-seed difference. `env steps`: the runs' final evaluation."
+        ),
+        "",
+    ]
+    failed = [m for m in manifests if m.get("status") == "failed"]
+    if failed:
+        lines += ["## Failed runs", ""]
+        lines += [f"- {_escape(_run_name(m))}: `{_last_line(m.get('error'))}`" for m in failed]
+        lines.append("")
+    return lines
+
+
+def _markdown_table(tables: Mapping[str, pd.DataFrame], primary: str, algorithms: Sequence[str]) -> list[str]:
+    """Rows: learners (suite order) then references; columns: final score per metric and split present,
+    adaptation (``primary`` metric) where trials have more than one episode, seeds, final env steps."""
+    table = tables["return"]
+    columns: dict[str, list[str]] = {"algorithm": []}
+    for metric, t in tables.items():
+        columns |= {f"{split} {metric}": [] for split in EVAL_SPLITS if (t[f"{split}_n"] > 0).any()}
+    adaptation = "test ep 1 → last" if primary == "return" else f"test {primary} ep 1 → last"
+    if (table["episodes_per_trial"] > 1).any():
+        columns[adaptation] = []
+    columns["seeds"], columns["env steps"] = [], []
+    learners = _ordered(table.loc[table["kind"] == "learner", "algorithm"], algorithms)
+    references = sorted(table.loc[table["kind"] == "reference", "algorithm"])
+    by_metric = {metric: t.set_index("algorithm") for metric, t in tables.items()}
+    for algorithm in [*learners, *references]:
+        row = by_metric["return"].loc[algorithm]
+        columns["algorithm"].append(f"{_label(algorithm)} (reference)" if row["kind"] == "reference" else algorithm)
+        for metric, t in by_metric.items():
+            r = t.loc[algorithm] if algorithm in t.index else None
+            for split in EVAL_SPLITS:
+                if f"{split} {metric}" in columns:
+                    cell = "—" if r is None else _cell(r[f"{split}_mean"], r[f"{split}_ci"], r[f"{split}_n"])
+                    columns[f"{split} {metric}"].append(cell)
+        if adaptation in columns:
+            r = by_metric[primary].loc[algorithm] if algorithm in by_metric[primary].index else None
+            columns[adaptation].append("—" if r is None else _adaptation_cell(r))
+        columns["seeds"].append(str(row["n_seeds"]))
+        columns["env steps"].append(_steps_cell(row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join([":---"] + ["---:"] * (len(columns) - 1)) + "|"]
+    for i in range(len(columns["algorithm"])):
+        lines.append("| " + " | ".join(_escape(cells[i]) for cells in columns.values()) + " |")
+    return [*lines, ""]
+
+
+def _family_section(
+    rows: pd.DataFrame,
+    family: str,
+    manifests: Sequence[Mapping[str, Any]],
+    order: tuple[Sequence[str], Sequence[str]],
+    out_dir: Path,
+) -> list[str]:
+    lines = [f"## {family}", ""]
+    here = rows[rows["family"] == family]
+    run_keys = set(here[["algorithm", "seed"]].drop_duplicates().itertuples(index=False, name=None))
+    missing = [m for m in manifests if m["family"] == family and (m["algorithm"], m["seed"]) not in run_keys]
+    primary = primary_metric(here, family)
+    tables = {metric: final_table(here, metric) for metric in dict.fromkeys(["return", primary])}
+    if tables["return"].empty:
+        lines += ["No evaluation rows yet.", ""]
+    else:
+        lines += _markdown_table(tables, primary, order[0])
+        learner_seeds = tables["return"].loc[tables["return"]["kind"] == "learner", "n_seeds"]
+        if not learner_seeds.empty and learner_seeds.min() < MIN_SEEDS:
+            lines += [
+                (
+                    f"> ⚠ fewer than {MIN_SEEDS} seeds (as few as {learner_seeds.min()}): the intervals are wide "
+                    "and rankings may not hold up."
+                ),
+                "",
+            ]
+    if missing:
+        names = ", ".join(f"{m['algorithm']} seed {m['seed']} ({m.get('status', 'unknown')})" for m in missing)
+        lines += [f"Runs with no evaluation rows yet (not in the table or plot): {_escape(names)}.", ""]
+    filename = "curves_" + re.sub(r"[^A-Za-z0-9_.-]", "_", family) + ".png"
+    if plot_curves(here, family, out_dir / filename, primary, *order) is not None:
+        what = "success rate" if primary == "success" else "return"
+        lines += [f"![{family}: {what} of the last episode of the trial vs environment steps]({filename})", ""]
+    return lines
+
+
+def write_report(
+    rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out_dir: str | Path
+) -> Path:
+    """Write ``out_dir/report.md`` and one ``curves_<family>.png`` per family with test/ood rows.
+
+    Args:
+        rows: the tidy results table (``load_results``).
+        manifests: run manifests (``load_manifests``): algorithm, family, seed, kind, status, error,
+            spec_hash, tasks_hash, commit.
+        meta: ``suite`` (name), ``spec_hash``, ``tasks_hash``, ``commits`` (list; or ``commit``), and
+            optionally ``seeds``, ``families`` and ``algorithms`` (the suite's order, used for sorting).
+        out_dir: created if missing.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evaluated = rows[rows["split"].isin(EVAL_SPLITS)]
+    families = _ordered({*evaluated["family"], *(m["family"] for m in manifests)}, meta.get("families", ()))
+    lines = _header(evaluated, manifests, meta)
+    if evaluated.empty:
+        lines += ["No evaluation rows yet.", ""]
+    # one order, colour and line style per algorithm and reference across all families
+    learners = _ordered(evaluated.loc[evaluated["kind"] == "learner", "algorithm"], meta.get("algorithms", ()))
+    references = sorted(evaluated.loc[evaluated["kind"] == "reference", "algorithm"].unique())
+    for family in families:
+        lines += _family_section(evaluated, family, manifests, (learners, references), out_dir)
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def read_meta(results_dir: str | Path) -> dict[str, Any]:
+    """``suite``, ``spec_hash``, ``seeds``, ``families``, ``algorithms`` from ``suite.yaml``; ``tasks_hash`` from
+    ``tasks.json``."""
+    results_dir = Path(results_dir)
+    for name in ("suite.yaml", "tasks.json"):
+        if not (results_dir / name).is_file():
+            raise FileNotFoundError(f"{results_dir}: no {name}; is this a results directory (results/<suite>)?")
+    data = yaml.safe_load((results_dir / "suite.yaml").read_text()) or {}
+    spec = data.get("spec", data)
+    tasks = json.loads((results_dir / "tasks.json").read_text())
+    return {
+        "suite": spec.get("name", results_dir.name),
+        "spec_hash": data.get("spec_hash"),
+        "tasks_hash": tasks.get("hash"),
+        "seeds": spec.get("seeds", []),
+        "families": [f.get("id") or f.get("name") for f in spec.get("families", [])],
+        "algorithms": [a.get("id") or a.get("name") for a in spec.get("algorithms", [])],
+    }
+
+
+def report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+    """Report on ``results/<suite>``: writes into ``out_dir`` (default ``results_dir/report``)."""
+    results_dir = Path(results_dir)
+    meta = read_meta(results_dir)
+    manifests = load_manifests(results_dir)
+    meta["commits"] = sorted({m["commit"] for m in manifests if m.get("commit")})
+    return write_report(load_results(results_dir), manifests, meta, out_dir or results_dir / "report")

@@ -1,0 +1,211 @@
+"""One run: train a learner on a family's training tasks within an env-step budget, evaluating on
+schedule, checkpointing, and resuming from the last checkpoint. Also the one-off evaluation of a
+reference policy.
+
+The harness owns the budget (it counts env steps through the sampler), the evaluation schedule,
+checkpoints, rows and seeds. Seed streams are named by (family, seed) and not by algorithm, so every
+algorithm of a suite sees the same meta-batches' randomness, environment seeds and evaluation trials.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from algorithms.base import MetaEnvInfo, Task, learner_class
+from harness import seeding
+from harness.evaluate import evaluate, evaluate_learner
+from harness.references import references_for
+from harness.rollout import Sampler
+from harness.spec import ResolvedFamily, Suite
+from harness.splits import family_split, train_eval_sample
+from harness.store import DONE, FAILED, REFERENCE_PREFIX, RUNNING, RunKey, RunStore, git_commit, package_versions
+
+#: Seconds between checkpoints when no evaluation falls due (every evaluation also checkpoints).
+CHECKPOINT_EVERY_S = 60.0
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a worker needs to run one run; picklable (the suite is re-validated from data)."""
+
+    suite_data: dict[str, Any]
+    results_dir: str
+    key: RunKey
+    spec_hash: str
+    tasks_hash: str
+
+
+def _task_sets(suite: Suite, family: ResolvedFamily) -> tuple[dict[str, list[Task]], list[Task]]:
+    split = family_split(suite, family)
+    task_sets = {"test": split["test"], "ood": split["ood"],
+                 "train": train_eval_sample(split, suite.spec.evaluation.train_tasks)}
+    return task_sets, split["train"]
+
+
+def _records_success(family: ResolvedFamily) -> bool:
+    return bool(getattr(family.family, "records_success", False))
+
+
+def _eval_sampler(suite: Suite, family: ResolvedFamily, seed: int, evaluation_index: int) -> Sampler:
+    # One stream per (family, seed, evaluation): every algorithm is evaluated on the same trials.
+    return Sampler(family.family, seeding.generator(suite.spec.seed, "eval", family.key, seed, evaluation_index))
+
+
+def run_learner(suite: Suite, results_dir: Path, key: RunKey, progress: Callable[[dict[str, Any]], None] | None = None) -> str:
+    """Train and evaluate one learner run, resuming from its checkpoint; returns the final status.
+
+    Raises whatever the learner raises: the caller marks the run failed.
+    """
+    store = RunStore(results_dir, key)
+    family, algorithm = suite.family(key.family), suite.algorithm(key.algorithm)
+    root = suite.spec.seed
+    task_sets, train_tasks = _task_sets(suite, family)
+
+    train_sampler = Sampler(family.family, seeding.generator(root, "train", family.key, key.seed))
+    meta_batch_rng = seeding.generator(root, "meta_batch", family.key, key.seed)
+    info = MetaEnvInfo(train_sampler.observation_space, train_sampler.action_space,
+                       family.episodes_per_trial, family.family.max_episode_steps)
+    cls = learner_class(algorithm.spec.name)
+    learner = cls(info, algorithm.config_for(family.key), seed=seeding.int_seed(root, "learner", family.key, key.seed))
+
+    counters = {"iteration": 0, "evaluations": 0, "wall_s": 0.0}
+    checkpoint = store.load_checkpoint()
+    if checkpoint is not None:
+        learner.load_state_dict(checkpoint["learner"])
+        train_sampler.load_state_dict(checkpoint["sampler"])
+        meta_batch_rng.bit_generator.state = checkpoint["meta_batch_rng"]
+        counters = checkpoint["counters"]
+        store.truncate_rows(counters["iteration"])
+    else:
+        store.truncate_rows(-1)  # rows without a checkpoint were never committed
+
+    budget, every = family.env_steps, family.eval_every_env_steps
+    pending: list[dict[str, Any]] = []  # training diagnostics since the last write
+    started = time.monotonic() - counters["wall_s"]
+    last_checkpoint = time.monotonic()
+
+    def stamp(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        extra = {"env_steps": train_sampler.env_steps, "iteration": counters["iteration"],
+                 "wall_s": counters["wall_s"]}
+        return [{**extra, **row} for row in rows]
+
+    def commit() -> None:
+        nonlocal pending, last_checkpoint
+        counters["wall_s"] = time.monotonic() - started
+        store.append_rows(pending)
+        pending = []
+        store.save_checkpoint({
+            "learner": learner.state_dict(),
+            "sampler": train_sampler.state_dict(),
+            "meta_batch_rng": meta_batch_rng.bit_generator.state,
+            "counters": dict(counters),
+        })
+        last_checkpoint = time.monotonic()
+        store.update_manifest(status=RUNNING, env_steps=train_sampler.env_steps, env_steps_budget=budget,
+                              iteration=counters["iteration"])
+        if progress:
+            progress({"key": key, "env_steps": train_sampler.env_steps, "budget": budget})
+
+    def evaluate_now() -> None:
+        counters["wall_s"] = time.monotonic() - started
+        sampler = _eval_sampler(suite, family, key.seed, counters["evaluations"])
+        rows = evaluate_learner(learner, sampler, task_sets, family.episodes_per_trial,
+                                suite.spec.evaluation.deterministic, _records_success(family))
+        pending.extend(stamp(rows))
+        counters["evaluations"] += 1
+
+    if checkpoint is None:
+        evaluate_now()  # the untrained learner: the first point of every curve
+        commit()
+    while train_sampler.env_steps < budget:
+        indices = meta_batch_rng.choice(len(train_tasks), family.spec.tasks_per_iteration, replace=False)
+        logs = learner.train_iteration(train_sampler, [train_tasks[i] for i in indices])
+        counters["iteration"] += 1
+        counters["wall_s"] = time.monotonic() - started
+        pending.extend(stamp([{"split": "training", "task_id": "", "episode_index": -1, "metric": name,
+                               "value": float(value)} for name, value in logs.items()]))
+        due = train_sampler.env_steps >= counters["evaluations"] * every or train_sampler.env_steps >= budget
+        if due:
+            evaluate_now()
+            commit()
+        elif time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY_S:
+            commit()
+    return DONE
+
+
+def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
+    """Evaluate one reference policy by the learners' protocol, on the first evaluation's trials."""
+    store = RunStore(results_dir, key)
+    family = suite.family(key.family)
+    task_sets, _ = _task_sets(suite, family)
+    reference = references_for(family.family)[key.algorithm.removeprefix(REFERENCE_PREFIX)]
+    rng = seeding.generator(suite.spec.seed, "reference", family.key, key.seed, reference.name)
+    rows = evaluate(
+        _eval_sampler(suite, family, key.seed, 0), task_sets, family.episodes_per_trial,
+        lambda tasks: reference.policy(tasks, family.episodes_per_trial, rng),
+        suite.spec.evaluation.deterministic, _records_success(family),
+    )
+    store.truncate_rows(-1)
+    store.append_rows([{"env_steps": 0, "iteration": 0, "wall_s": 0.0, **row} for row in rows])
+    return DONE
+
+
+def reference_keys(suite: Suite) -> list[RunKey]:
+    """The reference runs of a suite: every family's references × every seed."""
+    if not suite.spec.references:
+        return []
+    return [
+        RunKey(REFERENCE_PREFIX + name, family.key, seed, kind="reference")
+        for family in suite.families
+        for name in references_for(family.family)
+        for seed in suite.spec.seeds
+    ]
+
+
+def learner_keys(suite: Suite) -> list[RunKey]:
+    """The learner runs of a suite: algorithms × families × seeds."""
+    return [
+        RunKey(algorithm.key, family.key, seed)
+        for algorithm in suite.algorithms
+        for family in suite.families
+        for seed in suite.spec.seeds
+    ]
+
+
+def execute(context: RunContext, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run one run in this process, isolating failures: returns ``{"key", "status", "error"}``.
+
+    A run whose manifest says ``done`` with the same spec hash is skipped.
+    """
+    from harness.spec import parse_suite
+
+    torch.set_num_threads(1)  # one worker per core: N workers must not start N×N threads
+    key, results_dir = context.key, Path(context.results_dir)
+    store = RunStore(results_dir, key)
+    manifest = store.manifest()
+    if manifest and manifest.get("status") == DONE and manifest.get("spec_hash") == context.spec_hash:
+        return {"key": key, "status": "skipped", "error": None}
+    store.update_manifest(
+        status=RUNNING, spec_hash=context.spec_hash, tasks_hash=context.tasks_hash, commit=git_commit(),
+        versions=package_versions(), started_at=time.time(), error=None,
+        attempts=(manifest or {}).get("attempts", 0) + 1,
+    )
+    try:
+        suite = parse_suite(context.suite_data)
+        if key.kind == "reference":
+            status = run_reference(suite, results_dir, key)
+        else:
+            status = run_learner(suite, results_dir, key, progress)
+    except Exception:  # noqa: BLE001 - one failing run must not take the suite down
+        error = traceback.format_exc()
+        store.update_manifest(status=FAILED, error=error, finished_at=time.time())
+        return {"key": key, "status": FAILED, "error": error}
+    store.update_manifest(status=status, finished_at=time.time())
+    return {"key": key, "status": status, "error": None}

@@ -1,0 +1,358 @@
+"""Suite specs: YAML → frozen, typed, fully resolved objects, validated before anything runs.
+
+Validation is strict: unknown keys, wrong types, empty lists, non-positive budgets, duplicate seeds,
+unknown families/algorithms/presets, invalid family parameters or learner configs, a budget that
+cannot hold one iteration and splits a family cannot supply are all errors, reported together, each
+naming its key path (``algorithms[1].config.lr: must be > 0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, ValidationError, field_validator
+
+from algorithms.base import learner_class
+from harness import tasks as task_families
+from harness.tasks.base import FamilyParams, SplitError, TaskFamily
+
+
+class SpecError(ValueError):
+    """A suite spec is invalid; ``errors`` holds one ``"key.path: reason"`` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__(f"{source}: invalid suite spec\n" + "\n".join(f"  {e}" for e in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Strict):
+    train: PositiveInt = Field(description="number of training tasks")
+    test: PositiveInt = Field(description="number of test tasks (same distribution, disjoint from train)")
+    ood: int = Field(0, ge=0, description="number of out-of-distribution tasks")
+
+
+class FamilySpec(_Strict):
+    name: str = Field(description="registered task family name")
+    id: str | None = Field(None, description="unique id within the suite (default: name)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the family's parameters")
+    split: SplitSpec
+    episodes_per_trial: PositiveInt | None = Field(None, description="default: the family's")
+    tasks_per_iteration: PositiveInt = Field(20, description="meta-batch size: tasks per training iteration")
+    env_steps: PositiveInt | None = Field(None, description="training budget per run (default: budget.env_steps)")
+    eval_every_env_steps: PositiveInt | None = Field(None, description="default: evaluation.every_env_steps")
+
+    @property
+    def key(self) -> str:
+        return self.id or self.name
+
+
+class AlgorithmOverride(_Strict):
+    preset: str | None = Field(None, description="preset for this family (replaces the entry's preset)")
+    config: dict[str, Any] = Field(default_factory=dict, description="overrides on top of the entry's config")
+
+
+class AlgorithmSpec(_Strict):
+    name: str = Field(description="registered algorithm name")
+    id: str | None = Field(None, description="unique id within the suite (default: name)")
+    preset: str | None = Field(None, description="named hyperparameter preset of the algorithm")
+    config: dict[str, Any] = Field(default_factory=dict, description="overrides on top of the preset")
+    families: dict[str, AlgorithmOverride] = Field(
+        default_factory=dict, description="per family id: a preset and config overrides for that family only"
+    )
+
+    @property
+    def key(self) -> str:
+        return self.id or self.name
+
+
+class BudgetSpec(_Strict):
+    env_steps: PositiveInt = Field(description="training env steps per run")
+
+
+class EvaluationSpec(_Strict):
+    every_env_steps: PositiveInt = Field(description="evaluate whenever training passes a multiple of this")
+    train_tasks: int = Field(10, ge=0, description="size of the fixed sample of train tasks also evaluated")
+    deterministic: bool = Field(False, description="evaluate with deterministic actions")
+
+
+class SuiteSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="suite name; results go to results/<name>")
+    seed: int = Field(0, ge=0, description="root seed: task splits, environment and learner seeds derive from it")
+    seeds: list[int] = Field(min_length=1, description="run seeds; each (algorithm, family) runs once per seed")
+    families: list[FamilySpec] = Field(min_length=1)
+    algorithms: list[AlgorithmSpec] = Field(min_length=1)
+    budget: BudgetSpec
+    evaluation: EvaluationSpec
+    references: bool = Field(True, description="also evaluate each family's reference policies")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds):
+            raise ValueError("must be non-negative")
+        duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate seeds {duplicates}")
+        return seeds
+
+
+@dataclass(frozen=True)
+class ResolvedFamily:
+    """A family entry with defaults filled in and its parameters validated."""
+
+    spec: FamilySpec
+    family: TaskFamily
+    episodes_per_trial: int
+    env_steps: int
+    eval_every_env_steps: int
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Upper bound of env steps one training iteration takes."""
+        return self.spec.tasks_per_iteration * self.episodes_per_trial * self.family.max_episode_steps
+
+
+@dataclass(frozen=True)
+class ResolvedAlgorithm:
+    """An algorithm entry with its learner config resolved per family.
+
+    Resolution order: the config's defaults ← preset (the family's, else the entry's) ← the entry's
+    ``config`` ← the family's ``config``.
+    """
+
+    spec: AlgorithmSpec
+    configs: dict[str, Any]  # family id -> learner config
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    def config_for(self, family_key: str) -> Any:
+        return self.configs[family_key]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite: what to run, and the resolved settings every run uses."""
+
+    spec: SuiteSpec
+    families: tuple[ResolvedFamily, ...]
+    algorithms: tuple[ResolvedAlgorithm, ...]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def family(self, key: str) -> ResolvedFamily:
+        return next(f for f in self.families if f.key == key)
+
+    def algorithm(self, key: str) -> ResolvedAlgorithm:
+        return next(a for a in self.algorithms if a.key == key)
+
+    def resolved(self) -> dict[str, Any]:
+        """The fully resolved spec as plain data (what is written to ``suite.yaml``)."""
+        data = self.spec.model_dump(mode="json")
+        for entry, family in zip(data["families"], self.families, strict=True):
+            entry.update(
+                id=family.key,
+                params=family.family.params.model_dump(mode="json"),
+                episodes_per_trial=family.episodes_per_trial,
+                env_steps=family.env_steps,
+                eval_every_env_steps=family.eval_every_env_steps,
+            )
+        for entry, algorithm in zip(data["algorithms"], self.algorithms, strict=True):
+            entry.update(id=algorithm.key,
+                         resolved_configs={k: dataclasses.asdict(c) for k, c in algorithm.configs.items()})
+        return data
+
+    @property
+    def spec_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_errors(error: ValidationError, prefix: str = "") -> list[str]:
+    lines = []
+    for e in error.errors():
+        path = _path(tuple(e["loc"]))
+        path = f"{prefix}.{path}" if prefix and path else (prefix or path)
+        message = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif e["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{path or '<root>'}: {message}")
+    return lines
+
+
+def _family_errors(name: str, params: dict[str, Any], path: str) -> tuple[TaskFamily | None, list[str]]:
+    try:
+        cls = task_families.family_class(name)
+    except KeyError as e:
+        return None, [f"{path}.name: {e.args[0]}"]
+    try:
+        validated: FamilyParams = cls.Params.model_validate(params)
+    except ValidationError as e:
+        lines = _pydantic_errors(e, f"{path}.params")
+        allowed = ", ".join(cls.Params.model_fields)
+        return None, [line + (f" (allowed: {allowed})" if line.endswith("unknown key") else "") for line in lines]
+    return cls(validated), []
+
+
+def build_config(config_cls: type, overrides: dict[str, Any], path: str) -> tuple[Any, list[str]]:
+    """A learner config dataclass from ``overrides``; errors name ``path.key`` and the reason."""
+    hints = typing.get_type_hints(config_cls)
+    allowed = [f.name for f in dataclasses.fields(config_cls)]
+    errors, values = [], {}
+    for key, value in overrides.items():
+        if key not in hints:
+            errors.append(f"{path}.{key}: unknown key (allowed: {', '.join(allowed)})")
+            continue
+        try:
+            values[key] = TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as e:
+            errors.append(f"{path}.{key}: {e.errors()[0]['msg']}")
+    if errors:
+        return None, errors
+    try:
+        return config_cls(**values), []
+    except ValueError as e:
+        return None, [f"{path}.{e}"]
+
+
+def _algorithm_configs(spec: AlgorithmSpec, family_keys: list[str], path: str) -> tuple[dict[str, Any], list[str]]:
+    try:
+        cls = learner_class(spec.name)
+    except KeyError as e:
+        return {}, [f"{path}.name: {e.args[0]}"]
+    errors = [f"{path}.families.{key}: no family with this id in the suite (ids: {', '.join(family_keys)})"
+              for key in spec.families if key not in family_keys]
+    configs: dict[str, Any] = {}
+    for family_key in family_keys:
+        override = spec.families.get(family_key, AlgorithmOverride())
+        preset, preset_path = (override.preset, f"{path}.families.{family_key}.preset") if override.preset else (
+            spec.preset, f"{path}.preset")
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in cls.presets:
+                known = ", ".join(sorted(cls.presets)) or "none"
+                errors.append(f"{preset_path}: unknown preset {preset!r} for {spec.name}; known: {known}")
+                continue
+            values.update(cls.presets[preset])
+        values.update(spec.config)
+        values.update(override.config)
+        config_path = f"{path}.families.{family_key}.config" if override.config else f"{path}.config"
+        config, problems = build_config(cls.Config, values, config_path)
+        for problem in problems:  # the same mistake in the entry's config is reported once
+            if problem not in errors:
+                errors.append(problem)
+        if config is not None:
+            configs[family_key] = config
+    return configs, errors
+
+
+def _duplicates(keys: list[str]) -> list[str]:
+    return sorted({k for k in keys if keys.count(k) > 1})
+
+
+def parse_suite(data: Any, source: str = "<suite>") -> Suite:
+    """Validate plain data (as loaded from YAML) into a ``Suite``.
+
+    Raises:
+        SpecError: listing every problem found, each with its key path.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(source, ["<root>: a suite must be a mapping of keys to values"])
+    try:
+        spec = SuiteSpec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(source, _pydantic_errors(e)) from None
+
+    errors: list[str] = []
+    families: list[ResolvedFamily] = []
+    for i, entry in enumerate(spec.families):
+        path = f"families[{i}]"
+        family, problems = _family_errors(entry.name, entry.params, path)
+        errors += problems
+        if family is None:
+            continue
+        resolved = ResolvedFamily(
+            spec=entry,
+            family=family,
+            episodes_per_trial=entry.episodes_per_trial or family.default_episodes_per_trial,
+            env_steps=entry.env_steps or spec.budget.env_steps,
+            eval_every_env_steps=entry.eval_every_env_steps or spec.evaluation.every_env_steps,
+        )
+        if resolved.env_steps < resolved.steps_per_iteration:
+            where = f"{path}.env_steps" if entry.env_steps else "budget.env_steps"
+            errors.append(
+                f"{where}: {resolved.env_steps} cannot hold one iteration of {entry.key} "
+                f"({resolved.steps_per_iteration} env steps = tasks_per_iteration × episodes_per_trial × "
+                "max_episode_steps)"
+            )
+        if entry.split.ood and not family.has_ood:
+            errors.append(f"{path}.split.ood: {entry.split.ood} ood tasks requested but the parameters define no OOD region")
+        if entry.tasks_per_iteration > entry.split.train:
+            errors.append(f"{path}.tasks_per_iteration: {entry.tasks_per_iteration} exceeds split.train ({entry.split.train})")
+        families.append(resolved)
+
+    algorithms: list[ResolvedAlgorithm] = []
+    family_keys = [f.key for f in spec.families]
+    for i, entry in enumerate(spec.algorithms):
+        configs, problems = _algorithm_configs(entry, family_keys, f"algorithms[{i}]")
+        errors += problems
+        if not problems:
+            algorithms.append(ResolvedAlgorithm(spec=entry, configs=configs))
+
+    for key in _duplicates([f.key for f in spec.families]):
+        errors.append(f"families: duplicate id {key!r} (give entries distinct `id`s)")
+    for key in _duplicates([a.key for a in spec.algorithms]):
+        errors.append(f"algorithms: duplicate id {key!r} (give entries distinct `id`s)")
+    if errors:
+        raise SpecError(source, errors)
+    return Suite(spec=spec, families=tuple(families), algorithms=tuple(algorithms))
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite YAML file (``yaml.safe_load`` only)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(str(path), [f"<file>: cannot read: {e.strerror}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(str(path), [f"<yaml>: {e}"]) from None
+    return parse_suite(data, str(path))
+
+
+def check_splits(suite: Suite) -> None:
+    """Build every family's splits once, so a family that cannot supply them fails before any run."""
+    from harness.splits import build_splits  # local: splits imports this module
+
+    try:
+        build_splits(suite)
+    except SplitError as e:
+        raise SpecError(suite.name, [f"families: {e}"]) from None

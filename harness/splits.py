@@ -1,0 +1,44 @@
+"""The suite's fixed task lists: one train/test/ood split per family, identical for every algorithm."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from algorithms.base import Task
+from harness import seeding
+from harness.spec import ResolvedFamily, Suite
+from harness.tasks.base import make_split, tasks_hash
+
+
+def family_split(suite: Suite, family: ResolvedFamily) -> dict[str, list[Task]]:
+    """The family's split, drawn from the suite's root seed (one stream per family and split)."""
+    sizes = family.spec.split.model_dump()
+    return make_split(
+        family.family, family.key, sizes, lambda split: seeding.generator(suite.spec.seed, "tasks", family.key, split)
+    )
+
+
+def build_splits(suite: Suite) -> dict[str, dict[str, list[Task]]]:
+    """``{family_id: {split: [Task, ...]}}`` for every family of the suite."""
+    return {family.key: family_split(suite, family) for family in suite.families}
+
+
+def train_eval_sample(split: dict[str, list[Task]], count: int) -> list[Task]:
+    """The fixed sample of train tasks also evaluated (the first ``count``: train tasks are i.i.d.)."""
+    return split["train"][:count]
+
+
+def splits_payload(suite: Suite, splits: dict[str, dict[str, list[Task]]]) -> dict[str, Any]:
+    """What ``tasks.json`` holds: every task of every split, the family definitions, and the hash."""
+    families = {}
+    for family in suite.families:
+        families[family.key] = {
+            "family": family.family.name,
+            "version": family.family.version,
+            "params": family.family.params.model_dump(mode="json"),
+            "splits": {
+                name: [{"task_id": t.task_id, "params": t.params} for t in tasks]
+                for name, tasks in splits[family.key].items()
+            },
+        }
+    return {"families": families, "hash": tasks_hash(families)}

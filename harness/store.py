@@ -1,0 +1,210 @@
+"""Run directories, manifests, the tidy result table, checkpoints and resume (DESIGN.md §6).
+
+``results/<suite>/runs/<algorithm>/<family>/seed=<k>/`` holds ``manifest.json``,
+``progress.parquet`` and ``checkpoint.pt``. Every write is atomic (temporary file + ``os.replace``).
+Rows are written before the checkpoint that covers them, so after a crash the rows with
+``iteration <= checkpoint iteration`` are exactly the committed ones; resume drops the others and
+recomputes them deterministically. No row is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+ROW_COLUMNS = ("env_steps", "iteration", "wall_s", "split", "task_id", "episode_index", "metric", "value")
+_ROW_DTYPES = {"env_steps": "int64", "iteration": "int64", "wall_s": "float64", "split": "string",
+               "task_id": "string", "episode_index": "int64", "metric": "string", "value": "float64"}
+PACKAGES = ("metarl-harness", "torch", "numpy", "gymnasium", "pandas", "pyarrow", "pydantic", "PyYAML")
+
+#: Name prefix of reference-policy runs in the results tree (``runs/ref-thompson/bandit/seed=0``).
+REFERENCE_PREFIX = "ref-"
+# Run status values in manifests.
+RUNNING, DONE, FAILED = "running", "done", "failed"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: Any) -> None:
+    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+
+
+def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A tidy frame with the store's columns and dtypes."""
+    return pd.DataFrame(rows, columns=list(ROW_COLUMNS)).astype(_ROW_DTYPES)
+
+
+def git_commit() -> str | None:
+    """The commit of the harness source tree (``+dirty`` when it has uncommitted changes), if a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """One run of a suite: a learner or a reference policy on a family with a seed."""
+
+    algorithm: str
+    family: str
+    seed: int
+    kind: str = "learner"  # or "reference"
+
+    @property
+    def label(self) -> str:
+        return f"{self.algorithm}/{self.family}/seed={self.seed}"
+
+
+class RunStore:
+    """The directory of one run."""
+
+    def __init__(self, results_dir: Path, key: RunKey) -> None:
+        self.key = key
+        self.dir = Path(results_dir) / "runs" / key.algorithm / key.family / f"seed={key.seed}"
+        self.manifest_path = self.dir / "manifest.json"
+        self.progress_path = self.dir / "progress.parquet"
+        self.checkpoint_path = self.dir / "checkpoint.pt"
+
+    # manifest
+    def manifest(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        manifest = self.manifest() or {
+            "algorithm": self.key.algorithm, "family": self.key.family, "seed": self.key.seed, "kind": self.key.kind,
+        }
+        manifest.update(fields, updated_at=time.time())
+        write_json(self.manifest_path, manifest)
+        return manifest
+
+    # rows
+    def rows(self) -> pd.DataFrame:
+        if not self.progress_path.exists():
+            return rows_frame([])
+        return pd.read_parquet(self.progress_path)
+
+    def _write_rows(self, frame: pd.DataFrame) -> None:
+        _atomic_write(self.progress_path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+    def append_rows(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._write_rows(pd.concat([self.rows(), rows_frame(rows)], ignore_index=True))
+
+    def truncate_rows(self, last_iteration: int) -> int:
+        """Drop rows written after the checkpoint at ``last_iteration``; returns how many were dropped."""
+        frame = self.rows()
+        keep = frame["iteration"] <= last_iteration
+        if not keep.all():
+            self._write_rows(frame[keep].reset_index(drop=True))
+        return int((~keep).sum())
+
+    # checkpoints
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        _atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        if not self.checkpoint_path.exists():
+            return None
+        return torch.load(self.checkpoint_path, weights_only=True)
+
+
+class SuiteMismatchError(RuntimeError):
+    """The results directory holds results of a different suite spec or task split."""
+
+
+def init_suite_dir(results_dir: Path, resolved: dict[str, Any], spec_hash: str, tasks_payload: dict[str, Any]) -> None:
+    """Write ``suite.yaml`` and ``tasks.json``, or check they match what is already there."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    suite_path, tasks_path = results_dir / "suite.yaml", results_dir / "tasks.json"
+    if suite_path.exists():
+        existing = yaml.safe_load(suite_path.read_text()) or {}
+        if existing.get("spec_hash") != spec_hash:
+            raise SuiteMismatchError(
+                f"{results_dir} holds results of another spec (hash {existing.get('spec_hash')}, this one {spec_hash}); "
+                "choose another --results directory or remove the old results"
+            )
+    if tasks_path.exists():
+        existing_hash = json.loads(tasks_path.read_text()).get("hash")
+        if existing_hash != tasks_payload["hash"]:
+            raise SuiteMismatchError(
+                f"{results_dir} holds results for other task splits (hash {existing_hash}, this suite "
+                f"{tasks_payload['hash']}); choose another --results directory"
+            )
+    text = yaml.safe_dump({"spec_hash": spec_hash, "spec": resolved}, sort_keys=False)
+    _atomic_write(suite_path, lambda tmp: Path(tmp).write_text(text))
+    write_json(tasks_path, tasks_payload)
+
+
+def _run_dirs(results_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(results_dir).glob("runs/*/*/seed=*/manifest.json"))
+
+
+def load_manifests(results_dir: Path) -> list[dict[str, Any]]:
+    """Every run's manifest under ``results_dir``."""
+    return [json.loads((d / "manifest.json").read_text()) for d in _run_dirs(results_dir)]
+
+
+def load_results(results_dir: Path) -> pd.DataFrame:
+    """All stored rows with the run's identity: ``kind, algorithm, family, seed`` + ``ROW_COLUMNS``."""
+    frames = []
+    for run_dir in _run_dirs(results_dir):
+        progress = run_dir / "progress.parquet"
+        if not progress.exists():
+            continue
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        frame = pd.read_parquet(progress)
+        frame.insert(0, "seed", int(manifest["seed"]))
+        frame.insert(0, "family", manifest["family"])
+        frame.insert(0, "algorithm", manifest["algorithm"])
+        frame.insert(0, "kind", manifest.get("kind", "learner"))
+        frames.append(frame)
+    if not frames:
+        empty = rows_frame([])
+        for i, column in enumerate(("kind", "algorithm", "family", "seed")):
+            empty.insert(i, column, pd.Series(dtype="int64" if column == "seed" else "string"))
+        return empty
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,154 @@
+"""Task families, their registry, and fixed train/test/ood splits.
+
+A family is a parameterised distribution of MDPs. It validates its own parameters (a strict pydantic
+model), draws tasks for each split from a generator it is given, and builds Gymnasium environments
+whose task can be switched in place (``env.set_task(params)``) so the sampler builds each environment
+once and reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from algorithms.base import Task
+
+SPLITS = ("train", "test", "ood")
+
+
+class FamilyParams(BaseModel):
+    """Base of every family's parameter model: strict, frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class SplitError(ValueError):
+    """A family cannot supply the split the suite asks for (e.g. test tasks disjoint from train)."""
+
+
+class TaskFamily(ABC):
+    """A parameterised distribution of MDPs.
+
+    Subclasses set ``name``, ``Params``, the defaults of the protocol, and implement
+    ``sample_params`` and ``make_env``.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[FamilyParams]]
+    default_episodes_per_trial: ClassVar[int] = 1
+    #: Version of the observation/reward definition; enters the task hash.
+    version: ClassVar[str] = "1"
+
+    def __init__(self, params: FamilyParams) -> None:
+        self.params = params
+
+    @property
+    @abstractmethod
+    def max_episode_steps(self) -> int:
+        """Time limit of one episode, in env steps (set by the family's parameters)."""
+
+    @property
+    def has_ood(self) -> bool:
+        """Whether the parameters define an out-of-distribution region."""
+        return True
+
+    @abstractmethod
+    def sample_params(self, split: str, rng: np.random.Generator) -> dict[str, Any]:
+        """Draw one task's parameters for ``split`` (``train`` and ``test`` share a distribution)."""
+
+    @abstractmethod
+    def make_env(self) -> gym.Env:
+        """A fresh environment (no task set yet); it must implement ``set_task(params)``."""
+
+    def set_task(self, env: gym.Env, task: Task) -> None:
+        """Switch ``env`` to ``task`` in place; takes effect at the next reset."""
+        env.unwrapped.set_task(task.params)  # type: ignore[attr-defined]
+
+    def in_training_region(self, params: dict[str, Any]) -> bool:
+        """Whether a task lies inside the training distribution's support (used to check OOD splits)."""
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        """Human-readable summary for ``python -m harness tasks``."""
+        return {
+            "family": self.name,
+            "version": self.version,
+            "doc": (type(self).__doc__ or "").strip(),
+            "params": self.params.model_dump(mode="json"),
+            "max_episode_steps": self.max_episode_steps,
+            "default_episodes_per_trial": self.default_episodes_per_trial,
+        }
+
+
+FAMILIES: dict[str, type[TaskFamily]] = {}
+
+
+def register_family(cls: type[TaskFamily]) -> type[TaskFamily]:
+    """Class decorator adding a family to ``FAMILIES``; a duplicate name raises."""
+    if cls.name in FAMILIES:
+        raise ValueError(f"task family {cls.name!r} is registered twice")
+    FAMILIES[cls.name] = cls
+    return cls
+
+
+def family_class(name: str) -> type[TaskFamily]:
+    """The family registered as ``name``; the error lists the names that exist."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise KeyError(f"unknown task family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
+
+
+def _task_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+def make_split(
+    family: TaskFamily, family_id: str, sizes: dict[str, int], rng_for: Callable[[str], np.random.Generator]
+) -> dict[str, list[Task]]:
+    """Draw the fixed task lists of every split.
+
+    Args:
+        family: the family, with its parameters.
+        family_id: the suite's id for this family entry (prefix of task ids).
+        sizes: number of tasks per split name.
+        rng_for: the generator for a split name (one independent stream per split, so growing the
+            test split does not change the training tasks).
+
+    Raises:
+        SplitError: an OOD split is requested where none is defined, a test task coincides with a
+            training task, or an OOD task falls inside the training region.
+    """
+    split: dict[str, list[Task]] = {}
+    for name in SPLITS:
+        count = sizes.get(name, 0)
+        if count and name == "ood" and not family.has_ood:
+            raise SplitError(f"{family_id}: split.ood is {count} but the family parameters define no OOD region")
+        rng = rng_for(name)
+        split[name] = [
+            Task(family=family_id, task_id=f"{name}/{i:04d}", params=family.sample_params(name, rng))
+            for i in range(count)
+        ]
+    train_keys = {_task_key(t.params) for t in split["train"]}
+    shared = [t.task_id for t in split["test"] if _task_key(t.params) in train_keys]
+    if shared:
+        raise SplitError(
+            f"{family_id}: {len(shared)} test task(s) coincide with training tasks (e.g. {shared[0]}); "
+            "this family cannot supply disjoint train/test splits with these parameters"
+        )
+    inside = [t.task_id for t in split["ood"] if family.in_training_region(t.params)]
+    if inside:
+        raise SplitError(f"{family_id}: OOD task {inside[0]} lies inside the training distribution")
+    return split
+
+
+def tasks_hash(payload: Any) -> str:
+    """Content hash (sha256, first 16 hex digits) of a JSON-able payload."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
