@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -66,14 +65,15 @@ class _Reference:
         return self.make(tasks, episodes_per_trial, rng)
 
 
-def references_for(family: TaskFamily) -> dict[str, Reference]:
-    """The reference policies of a family instance, keyed by name; ``{}`` for families without any."""
-    builders: dict[str, Callable[[TaskFamily], dict[str, Reference]]] = {
+def references_for(family: TaskFamily, episodes_per_trial: int | None = None) -> dict[str, Reference]:
+    """The reference policies of a family instance for trials of ``episodes_per_trial`` episodes
+    (default: the family's), keyed by name; ``{}`` for families without any."""
+    builders: dict[str, Callable[[TaskFamily, int], dict[str, Reference]]] = {
         "bandit": _bandit_references,
         "point_nav": _point_nav_references,
     }
     build = builders.get(family.name)
-    return build(family) if build is not None else {}
+    return build(family, episodes_per_trial or family.default_episodes_per_trial) if build is not None else {}
 
 
 # --- bandit: shared bookkeeping -------------------------------------------------------------------
@@ -169,8 +169,9 @@ class _Thompson(_BanditPolicy):
 # --- bandit: the Bayes-optimal policy -------------------------------------------------------------
 
 #: Largest number of posterior states (multisets of per-arm (successes, failures) with fewer than H pulls
-#: in all) for which ``bayes_optimal`` is offered: about 2 s and 70 MB of memo in CPython at ~4 µs per
-#: state. Arms k=5 → horizons up to 22 pulls; k=2 → 66; k=3 → 32; k=10 → 19. k=5, H=100 has ~1e11 states.
+#: in all) for which ``bayes_optimal`` is offered: the DP then takes at most ~2-4 s and ~100 MB in CPython
+#: (~4-8 µs per state). Largest horizons offered: k=2 → H=68, k=3 → 33, k=5 → 21, k=10 → 19; k=5, H=100
+#: would need ~3.6e11 states.
 MAX_BAYES_OPTIMAL_STATES = 500_000
 
 
@@ -255,8 +256,8 @@ class _BetaBernoulliDP:
             rest = state[:i] + state[i + 1 :]
             won, lost = self._won[code], self._lost[code]
             i_won, i_lost = bisect.bisect(rest, won), bisect.bisect(rest, lost)
-            value_won = self._value(rest[:i_won] + (won,) + rest[i_won:], pulls + 1)
-            value_lost = self._value(rest[:i_lost] + (lost,) + rest[i_lost:], pulls + 1)
+            value_won = self._value((*rest[:i_won], won, *rest[i_won:]), pulls + 1)
+            value_lost = self._value((*rest[:i_lost], lost, *rest[i_lost:]), pulls + 1)
             mean = self._mean[code]
             q[code] = mean * (1.0 + value_won) + (1.0 - mean) * value_lost
         return q
@@ -272,7 +273,7 @@ class _BetaBernoulliDP:
         return best
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # each solved DP may hold ~100 MB of memo
 def _solved_dp(arms: int, horizon: int) -> _BetaBernoulliDP:
     if not bayes_optimal_feasible(arms, horizon):
         raise ValueError(
@@ -316,7 +317,7 @@ class _BayesOptimal(_BanditPolicy):
         return actions
 
 
-def _bandit_references(family: TaskFamily) -> dict[str, Reference]:
+def _bandit_references(family: TaskFamily, episodes_per_trial: int) -> dict[str, Reference]:
     params: BanditParams = family.params  # type: ignore[assignment]
     arms, pulls = params.arms, params.pulls
 
@@ -341,9 +342,8 @@ def _bandit_references(family: TaskFamily) -> dict[str, Reference]:
             lambda tasks, e, rng: _OracleArm(means(tasks)),
         ),
     ]
-    # Offered where the DP is small for the family's default trial length; references_for cannot see a
-    # suite's episodes_per_trial override, so policy() raises for a trial too long to solve.
-    if bayes_optimal_feasible(arms, family.default_episodes_per_trial * pulls):
+    # Offered where the DP for the whole trial is small; policy() still raises for a longer trial.
+    if bayes_optimal_feasible(arms, episodes_per_trial * pulls):
         low, high = params.mean_range
         caveat = "" if (low, high) == (0.0, 1.0) else f" (not optimal here: means ~ U({low}, {high}))"
         refs.append(
@@ -381,7 +381,11 @@ class _RandomMove:
 
 
 class _GoTo:
-    """Moves each environment's point straight to its target at full speed, then stays there.
+    """Moves each environment's point to its target in the fewest steps, then stays there.
+
+    The move ``step_size * clip((target - p) / step_size)`` is the point of the reachable box nearest the
+    target, so after ``t`` steps the point is the nearest to the target of all positions reachable in ``t``
+    steps: for the goal as target this minimises every step's distance (optimal for dense and sparse).
 
     Args:
         targets: ``[N, 2]`` target positions.
@@ -404,7 +408,6 @@ class _GoTo:
         deterministic: bool,
     ) -> np.ndarray:
         """Actions ``[N, 2]`` float32 for positions ``obs: [N, 2]``."""
-        # The env moves by step_size * clip(a); scaling the offset lands on the target once within reach.
         return np.clip((self.targets - obs) / self.step_size, -1.0, 1.0).astype(np.float32)
 
 
@@ -418,7 +421,7 @@ _NON_ADAPTIVE_GRID = 41
 def _mean_reward_at(points: np.ndarray, goals: np.ndarray, params: PointNavParams) -> np.ndarray:
     """Mean per-step reward of standing at each of ``points: [P, 2]`` over ``goals: [G, 2]``; ``[P]``."""
     distance = np.hypot(points[:, None, 0] - goals[None, :, 0], points[:, None, 1] - goals[None, :, 1])  # [P, G]
-    if False:
+    if params.reward == "sparse":
         return (distance <= params.goal_radius).mean(axis=1)
     return -distance.mean(axis=1)
 
@@ -449,7 +452,7 @@ def non_adaptive_target(family: TaskFamily) -> np.ndarray:
     return np.array(_non_adaptive_target(family.params), np.float64)  # type: ignore[arg-type]
 
 
-def _point_nav_references(family: TaskFamily) -> dict[str, Reference]:
+def _point_nav_references(family: TaskFamily, episodes_per_trial: int) -> dict[str, Reference]:
     params: PointNavParams = family.params  # type: ignore[assignment]
     step_size = params.step_size
 
@@ -463,7 +466,7 @@ def _point_nav_references(family: TaskFamily) -> dict[str, Reference]:
         _Reference("random", "uniform actions in [-1, 1]^2", lambda tasks, e, rng: _RandomMove(len(tasks), rng)),
         _Reference(
             "oracle",
-            "told the goal: straight to it at full speed, then stays",
+            "told the goal: reaches it in the fewest steps (full speed per axis), then stays",
             lambda tasks, e, rng: _GoTo(goals(tasks), step_size),
         ),
         _Reference(

@@ -145,7 +145,7 @@ def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
     store = RunStore(results_dir, key)
     family = suite.family(key.family)
     task_sets, _ = _task_sets(suite, family)
-    reference = references_for(family.family)[key.algorithm.removeprefix(REFERENCE_PREFIX)]
+    reference = references_for(family.family, family.episodes_per_trial)[key.algorithm.removeprefix(REFERENCE_PREFIX)]
     rng = seeding.generator(suite.spec.seed, "reference", family.key, key.seed, reference.name)
     rows = evaluate(
         _eval_sampler(suite, family, key.seed, 0), task_sets, family.episodes_per_trial,
@@ -164,7 +164,7 @@ def reference_keys(suite: Suite) -> list[RunKey]:
     return [
         RunKey(REFERENCE_PREFIX + name, family.key, seed, kind="reference")
         for family in suite.families
-        for name in references_for(family.family)
+        for name in references_for(family.family, family.episodes_per_trial)
         for seed in suite.spec.seeds
     ]
 

@@ -176,8 +176,10 @@ class Suite:
                 eval_every_env_steps=family.eval_every_env_steps,
             )
         for entry, algorithm in zip(data["algorithms"], self.algorithms, strict=True):
-            entry.update(id=algorithm.key,
-                         resolved_configs={k: dataclasses.asdict(c) for k, c in algorithm.configs.items()})
+            # the learner configs as resolved, not as spelled (``1e-3`` and ``0.001`` are one spec)
+            entry.pop("config")
+            entry.pop("families")
+            entry.update(id=algorithm.key, configs={k: dataclasses.asdict(c) for k, c in algorithm.configs.items()})
         return data
 
     @property
@@ -198,6 +200,10 @@ def _pydantic_errors(error: ValidationError, prefix: str = "") -> list[str]:
         path = _path(tuple(e["loc"]))
         path = f"{prefix}.{path}" if prefix and path else (prefix or path)
         message = e["msg"].removeprefix("Value error, ")
+        field, _, reason = message.partition(": ")
+        if e["type"] == "value_error" and reason and field.isidentifier():
+            # a model-level validator names its field as "field: reason"; put it in the path
+            path, message = f"{path}.{field}" if path else field, reason
         if e["type"] == "extra_forbidden":
             message = "unknown key"
         elif e["type"] == "missing":
@@ -241,32 +247,57 @@ def build_config(config_cls: type, overrides: dict[str, Any], path: str) -> tupl
         return None, [f"{path}.{e}"]
 
 
+def _check_keys(config_cls: type, values: dict[str, Any], path: str) -> list[str]:
+    """Unknown keys and wrong types in one layer of config overrides, each under ``path.key``."""
+    hints = typing.get_type_hints(config_cls)
+    errors = []
+    for key, value in values.items():
+        if key not in hints:
+            allowed = ", ".join(f.name for f in dataclasses.fields(config_cls))
+            errors.append(f"{path}.{key}: unknown key (allowed: {allowed})")
+            continue
+        try:
+            TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError as e:
+            errors.append(f"{path}.{key}: {e.errors()[0]['msg']}")
+    return errors
+
+
 def _algorithm_configs(spec: AlgorithmSpec, family_keys: list[str], path: str) -> tuple[dict[str, Any], list[str]]:
+    """The learner config of every family, with each error reported once, under the layer that set it."""
     try:
         cls = learner_class(spec.name)
     except KeyError as e:
         return {}, [f"{path}.name: {e.args[0]}"]
     errors = [f"{path}.families.{key}: no family with this id in the suite (ids: {', '.join(family_keys)})"
               for key in spec.families if key not in family_keys]
+    errors += _check_keys(cls.Config, spec.config, f"{path}.config")
+    for key, override in spec.families.items():
+        errors += _check_keys(cls.Config, override.config, f"{path}.families.{key}.config")
+    known = ", ".join(sorted(cls.presets)) or "none"
+    presets = {f"{path}.preset": spec.preset, **{f"{path}.families.{k}.preset": o.preset for k, o in spec.families.items()}}
+    errors += [f"{where}: unknown preset {name!r} for {spec.name}; known: {known}"
+               for where, name in presets.items() if name is not None and name not in cls.presets]
+    if errors:
+        return {}, errors
+
     configs: dict[str, Any] = {}
     for family_key in family_keys:
         override = spec.families.get(family_key, AlgorithmOverride())
-        preset, preset_path = (override.preset, f"{path}.families.{family_key}.preset") if override.preset else (
-            spec.preset, f"{path}.preset")
-        values: dict[str, Any] = {}
-        if preset is not None:
-            if preset not in cls.presets:
-                known = ", ".join(sorted(cls.presets)) or "none"
-                errors.append(f"{preset_path}: unknown preset {preset!r} for {spec.name}; known: {known}")
-                continue
-            values.update(cls.presets[preset])
-        values.update(spec.config)
-        values.update(override.config)
-        config_path = f"{path}.families.{family_key}.config" if override.config else f"{path}.config"
-        config, problems = build_config(cls.Config, values, config_path)
-        for problem in problems:  # the same mistake in the entry's config is reported once
-            if problem not in errors:
-                errors.append(problem)
+        layers = [  # lowest precedence first, with the key path each layer's values come from
+            (f"{path}.families.{family_key}.preset", cls.presets[override.preset]) if override.preset else
+            (f"{path}.preset", cls.presets[spec.preset] if spec.preset else {}),
+            (f"{path}.config", spec.config),
+            (f"{path}.families.{family_key}.config", override.config),
+        ]
+        values = {k: v for _, layer in layers for k, v in layer.items()}
+        config, problems = build_config(cls.Config, values, path)
+        for problem in problems:  # "path.field: reason": name the layer that set the field
+            field = problem.removeprefix(f"{path}.").split(":", 1)[0]
+            where = next((p for p, layer in reversed(layers) if field in layer), f"{path}.config")
+            line = f"{where}.{problem.removeprefix(f'{path}.')}" if where.endswith("config") else f"{where}: {problem}"
+            if line not in errors:
+                errors.append(line)
         if config is not None:
             configs[family_key] = config
     return configs, errors
@@ -313,6 +344,9 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
             )
         if entry.split.ood and not family.has_ood:
             errors.append(f"{path}.split.ood: {entry.split.ood} ood tasks requested but the parameters define no OOD region")
+        if spec.evaluation.train_tasks > entry.split.train:
+            errors.append(f"evaluation.train_tasks: {spec.evaluation.train_tasks} exceeds {path}.split.train "
+                          f"({entry.split.train})")
         if entry.tasks_per_iteration > entry.split.train:
             errors.append(f"{path}.tasks_per_iteration: {entry.tasks_per_iteration} exceeds split.train ({entry.split.train})")
         families.append(resolved)
@@ -344,7 +378,13 @@ def load_suite(path: str | Path) -> Suite:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(str(path), [f"<yaml>: {e}"]) from None
+        def at(mark: Any) -> str:
+            return f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        where = f"{context}{at(getattr(e, 'context_mark', None))}: " if context else ""
+        raise SpecError(str(path), [f"<yaml>: {where}{problem}{at(getattr(e, 'problem_mark', None))}"]) from None
     return parse_suite(data, str(path))
 
 
