@@ -106,10 +106,20 @@ def ppo_update(
     num_minibatches: int,
     max_grad_norm: float,
     generator: torch.Generator,
+    target_kl: float | None = None,
 ) -> dict[str, float]:
-    """Epochs × minibatches of gradient steps on ``loss_fn(indices)``; returns the last epoch's means."""
+    """Epochs × minibatches of gradient steps on ``loss_fn(indices)``.
+
+    With ``target_kl``, the remaining epochs are skipped once an epoch's mean ``approx_kl`` exceeds it
+    (early stopping as in OpenAI Spinning Up and cleanrl's ``target_kl``).
+
+    Returns:
+        The mean of every term over the last epoch run, its ``grad_norm`` and ``epochs`` run.
+    """
     logs: dict[str, list[float]] = {}
-    for epoch in range(epochs):
+    epochs_run = 0
+    for _ in range(epochs):
+        logs = {}
         for index in minibatches(count, num_minibatches, generator):
             terms = loss_fn(index)
             loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
@@ -117,8 +127,10 @@ def ppo_update(
             loss.backward()  # type: ignore[union-attr]
             grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
             optimiser.step()
-            if epoch == epochs - 1:
-                for key, value in terms.items():
-                    logs.setdefault(key, []).append(float(value.detach()))
-                logs.setdefault("grad_norm", []).append(float(grad_norm))
-    return {key: float(np.mean(values)) for key, values in logs.items()}
+            for key, value in terms.items():
+                logs.setdefault(key, []).append(float(value.detach()))
+            logs.setdefault("grad_norm", []).append(float(grad_norm))
+        epochs_run += 1
+        if target_kl is not None and "approx_kl" in logs and np.mean(logs["approx_kl"]) > target_kl:
+            break
+    return {**{key: float(np.mean(values)) for key, values in logs.items()}, "epochs": float(epochs_run)}

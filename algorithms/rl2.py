@@ -35,6 +35,9 @@ class Config:
     entropy_coef: float = field(default=0.01, metadata={"doc": "entropy bonus weight"})
     value_coef: float = field(default=0.5, metadata={"doc": "value loss weight"})
     max_grad_norm: float = field(default=1.0, metadata={"doc": "gradient clipping by global norm"})
+    target_kl: float | None = field(
+        default=None, metadata={"doc": "stop an update's epochs once their approx. KL exceeds this (None: never)"}
+    )
     init_std: float = field(default=0.5, metadata={"doc": "initial std of Gaussian actions (Box spaces)"})
     shared_value: bool = field(
         default=False, metadata={"doc": "value head on the policy's GRU (True) or on a GRU of its own (False)"}
@@ -47,6 +50,7 @@ class Config:
             check(getattr(self, name) > 0, name, "must be > 0")
         for name in ("discount", "gae_lambda"):
             check(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
+        check(self.target_kl is None or self.target_kl > 0, "target_kl", "must be > 0 or null")
         for name in ("entropy_coef", "value_coef"):
             check(getattr(self, name) >= 0, name, "must be >= 0")
 
@@ -204,7 +208,7 @@ class RL2:
 
         logs = ppo_update(
             loss_fn, batch.num_tasks, self.optimiser, list(self.net.parameters()), cfg.epochs, cfg.minibatches,
-            cfg.max_grad_norm, self.generator,
+            cfg.max_grad_norm, self.generator, cfg.target_kl,
         )
         self.iterations += 1
         logs["train_return"] = float(batch.episode_returns.mean())

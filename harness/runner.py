@@ -203,7 +203,7 @@ def execute(context: RunContext, progress: Callable[[dict[str, Any]], None] | No
             status = run_reference(suite, results_dir, key)
         else:
             status = run_learner(suite, results_dir, key, progress)
-    except Exception:  # noqa: BLE001 - one failing run must not take the suite down
+    except Exception:
         error = traceback.format_exc()
         store.update_manifest(status=FAILED, error=error, finished_at=time.time())
         return {"key": key, "status": FAILED, "error": error}

@@ -282,8 +282,9 @@ def _algorithm_configs(spec: AlgorithmSpec, family_keys: list[str], path: str) -
         return {}, errors
 
     configs: dict[str, Any] = {}
-    for family_key in family_keys:
-        override = spec.families.get(family_key, AlgorithmOverride())
+    # The entry's own layers are checked even where every family overrides a value they set.
+    for family_key in [None, *family_keys]:
+        override = spec.families.get(family_key, AlgorithmOverride()) if family_key else AlgorithmOverride()
         layers = [  # lowest precedence first, with the key path each layer's values come from
             (f"{path}.families.{family_key}.preset", cls.presets[override.preset]) if override.preset else
             (f"{path}.preset", cls.presets[spec.preset] if spec.preset else {}),
@@ -298,7 +299,7 @@ def _algorithm_configs(spec: AlgorithmSpec, family_keys: list[str], path: str) -
             line = f"{where}.{problem.removeprefix(f'{path}.')}" if where.endswith("config") else f"{where}: {problem}"
             if line not in errors:
                 errors.append(line)
-        if config is not None:
+        if config is not None and family_key is not None:
             configs[family_key] = config
     return configs, errors
 

@@ -56,6 +56,7 @@ def _misspell_every_env_steps(d: dict[str, Any]) -> None:
 
 def _bad_lr_only_family_has_overrides(d: dict[str, Any]) -> None:
     del d["families"][0]  # point_nav alone, with its per-family config overrides
+    del d["algorithms"][0]["families"]["bandit"]
     d["algorithms"][0]["config"] = {"lr": -1}
 
 
@@ -85,7 +86,7 @@ CASES = [
     ),
     Case(
         "unknown_family",
-        lambda d: d["families"][0].update(name="cartpole"),
+        lambda d: d["families"][0].update(name="cartpole", id="bandit"),
         ("families[0].name",),
         "unknown task family 'cartpole'; known: bandit, point_nav",
     ),
@@ -312,7 +313,8 @@ def test_resolved_fills_in_defaults() -> None:
     assert set(configs) == {"bandit", "point_nav"}
     assert (configs["bandit"]["discount"], configs["bandit"]["gae_lambda"]) == (0.99, 0.95)  # Config defaults
     assert (configs["point_nav"]["discount"], configs["point_nav"]["gae_lambda"]) == (0.9, 0.8)  # override
-    assert configs["bandit"]["lr"] == configs["point_nav"]["lr"] == 1e-3
+    assert (configs["bandit"]["lr"], configs["point_nav"]["lr"]) == (1e-3, 3e-3)  # default, override
+    assert configs["bandit"]["hidden_size"] == configs["point_nav"]["hidden_size"] == 64  # the entry's config
     assert resolved["evaluation"]["deterministic"] is False
 
 
@@ -337,9 +339,8 @@ def test_yaml_exponent_string_accepted_for_float_field() -> None:
     data = yaml.safe_load("lr: 1e-3\n")
     assert data == {"lr": "1e-3"}  # premise: YAML 1.1 needs a dot, so PyYAML reads a string
     suite = parse_suite(quickstart(lambda d: d["algorithms"][0].update(config=data)))
-    for family in ("bandit", "point_nav"):
-        lr = suite.algorithm("rl2").config_for(family).lr
-        assert type(lr) is float and lr == 0.001
+    lr = suite.algorithm("rl2").config_for("bandit").lr  # point_nav overrides lr itself
+    assert type(lr) is float and lr == 0.001
 
 
 # --- the CLI --------------------------------------------------------------------------------------------
