@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -141,7 +141,7 @@ class RL2:
     """RL² trained with PPO; see the module docstring."""
 
     Config = Config
-    presets: dict[str, dict[str, Any]] = {
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
         # garage's RL²-PPO Meta-World configuration (DESIGN.md §9); garage's Gaussian MLP baseline
         # is replaced by the shared GRU's value head.
         "metaworld": {"hidden_size": 256, "lr": 5e-4, "discount": 0.99, "gae_lambda": 0.95, "clip": 0.2,

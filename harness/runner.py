@@ -58,7 +58,9 @@ def _eval_sampler(suite: Suite, family: ResolvedFamily, seed: int, evaluation_in
     return Sampler(family.family, seeding.generator(suite.spec.seed, "eval", family.key, seed, evaluation_index))
 
 
-def run_learner(suite: Suite, results_dir: Path, key: RunKey, progress: Callable[[dict[str, Any]], None] | None = None) -> str:
+def run_learner(
+    suite: Suite, results_dir: Path, key: RunKey, progress: Callable[[dict[str, Any]], None] | None = None
+) -> str:
     """Train and evaluate one learner run, resuming from its checkpoint; returns the final status.
 
     Raises whatever the learner raises: the caller marks the run failed.

@@ -275,7 +275,8 @@ def _algorithm_configs(spec: AlgorithmSpec, family_keys: list[str], path: str) -
     for key, override in spec.families.items():
         errors += _check_keys(cls.Config, override.config, f"{path}.families.{key}.config")
     known = ", ".join(sorted(cls.presets)) or "none"
-    presets = {f"{path}.preset": spec.preset, **{f"{path}.families.{k}.preset": o.preset for k, o in spec.families.items()}}
+    presets = {f"{path}.preset": spec.preset,
+               **{f"{path}.families.{k}.preset": o.preset for k, o in spec.families.items()}}
     errors += [f"{where}: unknown preset {name!r} for {spec.name}; known: {known}"
                for where, name in presets.items() if name is not None and name not in cls.presets]
     if errors:
@@ -344,12 +345,14 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
                 "max_episode_steps)"
             )
         if entry.split.ood and not family.has_ood:
-            errors.append(f"{path}.split.ood: {entry.split.ood} ood tasks requested but the parameters define no OOD region")
+            errors.append(f"{path}.split.ood: {entry.split.ood} ood tasks requested but the parameters define "
+                          "no OOD region")
         if spec.evaluation.train_tasks > entry.split.train:
             errors.append(f"evaluation.train_tasks: {spec.evaluation.train_tasks} exceeds {path}.split.train "
                           f"({entry.split.train})")
         if entry.tasks_per_iteration > entry.split.train:
-            errors.append(f"{path}.tasks_per_iteration: {entry.tasks_per_iteration} exceeds split.train ({entry.split.train})")
+            errors.append(f"{path}.tasks_per_iteration: {entry.tasks_per_iteration} exceeds split.train "
+                          f"({entry.split.train})")
         families.append(resolved)
 
     algorithms: list[ResolvedAlgorithm] = []

@@ -164,8 +164,8 @@ def init_suite_dir(results_dir: Path, resolved: dict[str, Any], spec_hash: str, 
         existing = yaml.safe_load(suite_path.read_text()) or {}
         if existing.get("spec_hash") != spec_hash:
             raise SuiteMismatchError(
-                f"{results_dir} holds results of another spec (hash {existing.get('spec_hash')}, this one {spec_hash}); "
-                "choose another --results directory or remove the old results"
+                f"{results_dir} holds results of another spec (hash {existing.get('spec_hash')}, this one "
+                f"{spec_hash}); choose another --results directory or remove the old results"
             )
     if tasks_path.exists():
         existing_hash = json.loads(tasks_path.read_text()).get("hash")

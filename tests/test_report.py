@@ -88,8 +88,8 @@ def manifests() -> list[dict]:
                 "spec_hash": spec_hash, "tasks_hash": "tasks456", "commit": "abc1234"}  # fmt: skip
 
     done = [manifest(a, f, s) for f in EPISODES for a in ("rl2", "trmrl") for s in SEEDS]
-    failed = manifest("rl2", "point_nav", 3, "failed",
-                      'Traceback (most recent call last):\n  File "x.py", line 1\nFloatingPointError: NaN in policy loss\n')  # fmt: skip
+    traceback = 'Traceback (most recent call last):\n  File "x.py", line 1\nFloatingPointError: NaN in policy loss\n'
+    failed = manifest("rl2", "point_nav", 3, "failed", traceback)
     return [*done, failed, manifest("trmrl", "bandit", 3, "running", spec_hash="other99")]
 
 
@@ -250,5 +250,5 @@ def test_report_reads_suite_files_and_loads_through_the_store(rows, tmp_path, mo
     assert "- seeds: 0, 1, 2 (the suite lists 0, 1, 2, 3)" in md
     assert md.index("## point_nav") < md.index("## bandit")  # the suite's order
     assert md.index("| trmrl |") < md.index("| rl2 |")
-    with pytest.raises(FileNotFoundError, match="suite.yaml"):
+    with pytest.raises(FileNotFoundError, match=r"suite\.yaml"):
         report(tmp_path)

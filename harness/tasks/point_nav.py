@@ -101,7 +101,9 @@ class PointNavFamily(TaskFamily):
 
     def sample_params(self, split: str, rng: np.random.Generator) -> dict[str, Any]:
         p = self.params
-        radii, angles = (p.ood_radius_range, p.ood_angle_range_deg) if split == "ood" else (p.radius_range, p.angle_range_deg)
+        ood = split == "ood"
+        radii = p.ood_radius_range if ood else p.radius_range
+        angles = p.ood_angle_range_deg if ood else p.angle_range_deg
         radius = float(rng.uniform(*radii))  # type: ignore[misc]
         angle = math.radians(float(rng.uniform(*angles)))  # type: ignore[misc]
         return {"goal": [radius * math.cos(angle), radius * math.sin(angle)]}
