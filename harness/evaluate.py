@@ -66,7 +66,7 @@ def run_trial(
 
 
 def evaluate(
-    sampler: Sampler,
+    sampler_for: Callable[[str], Sampler],
     task_sets: Mapping[str, Sequence[Task]],
     episodes_per_trial: int,
     policy_for: Callable[[Sequence[Task]], Policy],
@@ -78,7 +78,8 @@ def evaluate(
     """Rows ``{split, task_id, episode_index, metric, value}`` for every split in ``task_sets``.
 
     Args:
-        sampler: the evaluation sampler (its own seed stream, shared by all algorithms of a run seed).
+        sampler_for: the evaluation sampler of a split (its own seed stream, the same for every
+            algorithm and every evaluation of a run seed).
         task_sets: tasks per split name, e.g. ``{"test": [...], "ood": [...], "train": [...]}``.
         episodes_per_trial: episodes per evaluation trial.
         policy_for: a fresh policy for a list of tasks (learners ignore the tasks; oracles use them).
@@ -92,7 +93,7 @@ def evaluate(
         if not tasks:
             continue
         returns, lengths, success = run_trial(
-            sampler, tasks, episodes_per_trial, policy_for(tasks), deterministic, exploration_episodes, adapt
+            sampler_for(split), tasks, episodes_per_trial, policy_for(tasks), deterministic, exploration_episodes, adapt
         )
         rows += _rows(split, tasks, returns, lengths, success if records_success else None)
     return rows
@@ -100,7 +101,7 @@ def evaluate(
 
 def evaluate_learner(
     learner: MetaLearner,
-    sampler: Sampler,
+    sampler_for: Callable[[str], Sampler],
     task_sets: Mapping[str, Sequence[Task]],
     episodes_per_trial: int,
     deterministic: bool,
@@ -108,6 +109,6 @@ def evaluate_learner(
 ) -> list[dict[str, Any]]:
     """``evaluate`` with a learner's exploration policy and adaptation."""
     return evaluate(
-        sampler, task_sets, episodes_per_trial, lambda _tasks: learner.exploration_policy(), deterministic,
+        sampler_for, task_sets, episodes_per_trial, lambda _tasks: learner.exploration_policy(), deterministic,
         records_success, learner.exploration_episodes, learner.adapt,
     )

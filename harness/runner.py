@@ -53,9 +53,15 @@ def _records_success(family: ResolvedFamily) -> bool:
     return bool(getattr(family.family, "records_success", False))
 
 
-def _eval_sampler(suite: Suite, family: ResolvedFamily, seed: int, evaluation_index: int) -> Sampler:
-    # One stream per (family, seed, evaluation): every algorithm is evaluated on the same trials.
-    return Sampler(family.family, seeding.generator(suite.spec.seed, "eval", family.key, seed, evaluation_index))
+def _eval_samplers(suite: Suite, family: ResolvedFamily, seed: int) -> Callable[[str], Sampler]:
+    # A fresh sampler on the same stream for every evaluation of a (family, seed, split): every
+    # evaluation of every algorithm, and every reference policy, runs the very same trials (environment
+    # seeds), so differences along a curve and between algorithms are the policies', not the
+    # environments' noise.
+    def sampler_for(split: str) -> Sampler:
+        return Sampler(family.family, seeding.generator(suite.spec.seed, "eval", family.key, seed, split))
+
+    return sampler_for
 
 
 def run_learner(
@@ -117,8 +123,7 @@ def run_learner(
 
     def evaluate_now() -> None:
         counters["wall_s"] = time.monotonic() - started
-        sampler = _eval_sampler(suite, family, key.seed, counters["evaluations"])
-        rows = evaluate_learner(learner, sampler, task_sets, family.episodes_per_trial,
+        rows = evaluate_learner(learner, _eval_samplers(suite, family, key.seed), task_sets, family.episodes_per_trial,
                                 suite.spec.evaluation.deterministic, _records_success(family))
         pending.extend(stamp(rows))
         counters["evaluations"] += 1
@@ -143,14 +148,14 @@ def run_learner(
 
 
 def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
-    """Evaluate one reference policy by the learners' protocol, on the first evaluation's trials."""
+    """Evaluate one reference policy by the learners' protocol, on the learners' evaluation trials."""
     store = RunStore(results_dir, key)
     family = suite.family(key.family)
     task_sets, _ = _task_sets(suite, family)
     reference = references_for(family.family, family.episodes_per_trial)[key.algorithm.removeprefix(REFERENCE_PREFIX)]
     rng = seeding.generator(suite.spec.seed, "reference", family.key, key.seed, reference.name)
     rows = evaluate(
-        _eval_sampler(suite, family, key.seed, 0), task_sets, family.episodes_per_trial,
+        _eval_samplers(suite, family, key.seed), task_sets, family.episodes_per_trial,
         lambda tasks: reference.policy(tasks, family.episodes_per_trial, rng),
         suite.spec.evaluation.deterministic, _records_success(family),
     )

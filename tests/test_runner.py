@@ -174,3 +174,20 @@ def test_resume_after_sigkill_gives_exactly_the_rows_of_an_uninterrupted_run(tmp
     assert not resumed.duplicated().any()
     pd.testing.assert_frame_equal(whole, resumed)
     assert (load_manifests(interrupted)[0]["attempts"]) == 3
+
+
+def test_a_suite_run_leaves_every_global_random_generator_untouched(tmp_path: Path) -> None:
+    """Randomness is explicit: a whole suite (learners and references) never draws from, or reseeds,
+    the global numpy, torch or ``random`` generators."""
+    import random
+
+    import numpy as np
+    import torch
+
+    np_state = np.random.get_state()  # noqa: NPY002 - the global state is what this test watches
+    torch_state, py_state = torch.random.get_rng_state(), random.getstate()
+    assert run(tiny_suite(seeds=[0]), tmp_path).ok
+    after = np.random.get_state()  # noqa: NPY002
+    assert np_state[0] == after[0] and (np_state[1] == after[1]).all() and np_state[2:] == after[2:]
+    assert torch.equal(torch_state, torch.random.get_rng_state())
+    assert py_state == random.getstate()
