@@ -7,10 +7,9 @@ suite names to learner classes.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -169,21 +168,12 @@ def check(condition: bool, field: str, reason: str) -> None:
         raise ValueError(f"{field}: {reason}")
 
 
-def field_docs(config_cls: type) -> dict[str, str]:
-    """The per-field docstrings of a config dataclass (``metadata={"doc": ...}``)."""
-    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(config_cls)}
-
-
 # --- registry ------------------------------------------------------------------------------------
 
 
-class LearnerClass(Protocol):
-    Config: ClassVar[type]
-    presets: ClassVar[dict[str, dict[str, Any]]]
-
-    def __call__(self, env: MetaEnvInfo, config: Any, seed: int, device: str = "cpu") -> MetaLearner: ...
-
-
+#: Learner classes by suite name. A class has ``Config`` (a frozen dataclass whose fields carry
+#: ``metadata={"doc": ...}``), ``presets`` (name → config overrides) and is built as
+#: ``cls(env: MetaEnvInfo, config: Config, seed: int, device: str = "cpu")``.
 LEARNERS: dict[str, Any] = {}
 
 

@@ -16,9 +16,6 @@ import numpy as np
 from algorithms.base import MetaLearner, Policy, Task, TrialBatch
 from harness.rollout import Sampler
 
-#: Metrics recorded per episode. ``success`` only for families whose environments report it.
-EPISODE_METRICS = ("return", "length", "success")
-
 
 def _rows(split: str, tasks: Sequence[Task], returns: np.ndarray, lengths: np.ndarray,
           success: np.ndarray | None) -> list[dict[str, Any]]:
