@@ -97,7 +97,7 @@ class Sampler:
             start_buf[rows, t] = episode_start[rows]
             episode_buf[rows, t] = episode[rows]
             valid[rows, t] = True
-            next_obs = obs.copy()
+            # obs[rows] is stored above, so each row's next observation can overwrite it in place.
             for i in rows:
                 o, r, terminated, truncated, info = envs[i].step(actions[i])
                 step_in_episode[i] += 1
@@ -115,12 +115,11 @@ class Sampler:
                         active[i] = False
                     else:
                         o, _ = envs[i].reset()
-                next_obs[i] = o
+                obs[i] = o
                 episode_start[i] = done
             self.env_steps += len(rows)
-            obs = next_obs
             prev_action = actions.astype(act_dtype, copy=False)
-            prev_reward = rew_buf[:, t].copy()
+            prev_reward = rew_buf[:, t]  # a view: column t is final once the step is taken
 
         episode_success = np.zeros((num, episodes), bool)
         for e in range(episodes):
