@@ -160,7 +160,7 @@ def _run_pool(contexts: list[RunContext], workers: int, outcome: SuiteOutcome, t
                 for future in completed:
                     try:
                         _record(outcome, future.result())
-                    except Exception as e:
+                    except Exception as e:  # a worker process that died (e.g. killed by the OS)
                         context = keys[future]
                         error = f"worker process died: {e!r}"
                         RunStore(Path(context.results_dir), context.key).update_manifest(status=FAILED, error=error)

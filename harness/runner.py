@@ -53,15 +53,25 @@ def _records_success(family: ResolvedFamily) -> bool:
     return bool(getattr(family.family, "records_success", False))
 
 
-def _eval_samplers(suite: Suite, family: ResolvedFamily, seed: int) -> Callable[[str], Sampler]:
-    # A fresh sampler on the same stream for every evaluation of a (family, seed, split): every
-    # evaluation of every algorithm, and every reference policy, runs the very same trials (environment
-    # seeds), so differences along a curve and between algorithms are the policies', not the
-    # environments' noise.
-    def sampler_for(split: str) -> Sampler:
-        return Sampler(family.family, seeding.generator(suite.spec.seed, "eval", family.key, seed, split))
+class _EvalSamplers:
+    """The evaluation sampler of each split of a (family, seed), rewound to the start of its stream
+    every time it is handed out.
 
-    return sampler_for
+    So every evaluation of every algorithm, and every reference policy, runs the very same trials
+    (environment seeds): differences along a curve and between algorithms are the policies', not the
+    environments' noise. Each sampler is built once per run, so its environments are built once too.
+    """
+
+    def __init__(self, suite: Suite, family: ResolvedFamily, seed: int) -> None:
+        self._family, self._stream = family, (suite.spec.seed, "eval", family.key, seed)
+        self._samplers: dict[str, Sampler] = {}
+
+    def __call__(self, split: str) -> Sampler:
+        rng = seeding.generator(*self._stream, split)
+        if split not in self._samplers:
+            self._samplers[split] = Sampler(self._family.family, rng)
+        self._samplers[split].rng = rng
+        return self._samplers[split]
 
 
 def run_learner(
@@ -95,6 +105,7 @@ def run_learner(
         store.truncate_rows(-1)  # rows without a checkpoint were never committed
 
     budget, every = family.env_steps, family.eval_every_env_steps
+    eval_samplers = _EvalSamplers(suite, family, key.seed)
     pending: list[dict[str, Any]] = []  # training diagnostics since the last write
     started = time.monotonic() - counters["wall_s"]
     last_checkpoint = time.monotonic()
@@ -123,7 +134,7 @@ def run_learner(
 
     def evaluate_now() -> None:
         counters["wall_s"] = time.monotonic() - started
-        rows = evaluate_learner(learner, _eval_samplers(suite, family, key.seed), task_sets, family.episodes_per_trial,
+        rows = evaluate_learner(learner, eval_samplers, task_sets, family.episodes_per_trial,
                                 suite.spec.evaluation.deterministic, _records_success(family))
         pending.extend(stamp(rows))
         counters["evaluations"] += 1
@@ -155,7 +166,7 @@ def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
     reference = references_for(family.family, family.episodes_per_trial)[key.algorithm.removeprefix(REFERENCE_PREFIX)]
     rng = seeding.generator(suite.spec.seed, "reference", family.key, key.seed, reference.name)
     rows = evaluate(
-        _eval_samplers(suite, family, key.seed), task_sets, family.episodes_per_trial,
+        _EvalSamplers(suite, family, key.seed), task_sets, family.episodes_per_trial,
         lambda tasks: reference.policy(tasks, family.episodes_per_trial, rng),
         suite.spec.evaluation.deterministic, _records_success(family),
     )
