@@ -59,9 +59,28 @@ class TaskFamily(ABC):
         """Whether the parameters define an out-of-distribution region."""
         return True
 
+    @property
+    def disjoint_test(self) -> bool:
+        """Whether the family can supply test tasks disjoint from its training tasks.
+
+        ``False`` for families with a finite task set smaller than a split (``halfcheetah_dir`` has two
+        tasks): their test tasks may coincide with training tasks, ``tasks.json`` records it and reports
+        say so. Everywhere else a coincidence is an error.
+        """
+        return True
+
     @abstractmethod
     def sample_params(self, split: str, rng: np.random.Generator) -> dict[str, Any]:
         """Draw one task's parameters for ``split`` (``train`` and ``test`` share a distribution)."""
+
+    def sample_split(self, split: str, count: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+        """The parameters of ``count`` tasks of ``split``.
+
+        By default ``count`` independent draws of ``sample_params``. Families whose tasks come from a
+        fixed list (Meta-World's benchmark objects) override this and raise ``SplitError`` when the list
+        is shorter than ``count``.
+        """
+        return [self.sample_params(split, rng) for _ in range(count)]
 
     @abstractmethod
     def make_env(self) -> gym.Env:
@@ -124,21 +143,19 @@ def make_split(
 
     Raises:
         SplitError: an OOD split is requested where none is defined, a test task coincides with a
-            training task, or an OOD task falls inside the training region.
+            training task (unless the family declares it cannot avoid it, ``disjoint_test``), or an OOD
+            task falls inside the training region.
     """
     split: dict[str, list[Task]] = {}
     for name in SPLITS:
         count = sizes.get(name, 0)
         if count and name == "ood" and not family.has_ood:
             raise SplitError(f"{family_id}: split.ood is {count} but the family parameters define no OOD region")
-        rng = rng_for(name)
-        split[name] = [
-            Task(family=family_id, task_id=f"{name}/{i:04d}", params=family.sample_params(name, rng))
-            for i in range(count)
-        ]
+        params = family.sample_split(name, count, rng_for(name)) if count else []
+        split[name] = [Task(family=family_id, task_id=f"{name}/{i:04d}", params=p) for i, p in enumerate(params)]
     train_keys = {_task_key(t.params) for t in split["train"]}
     shared = [t.task_id for t in split["test"] if _task_key(t.params) in train_keys]
-    if shared:
+    if shared and family.disjoint_test:
         raise SplitError(
             f"{family_id}: {len(shared)} test task(s) coincide with training tasks (e.g. {shared[0]}); "
             "this family cannot supply disjoint train/test splits with these parameters"
