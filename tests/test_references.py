@@ -264,7 +264,7 @@ def test_random_references_use_their_rng() -> None:
 def test_references_for_dispatch() -> None:
     assert set(references_for(_family("bandit"))) == {"random", "ucb1", "thompson", "bayes_optimal", "oracle"}
     assert set(references_for(_family("point_nav"))) == {"random", "oracle", "non_adaptive"}
-    assert references_for(SimpleNamespace(name="tabular_mdp")) == {}  # type: ignore[arg-type]
+    assert references_for(SimpleNamespace(name="no_such_family")) == {}  # type: ignore[arg-type]
     for ref in references_for(_family("bandit")).values():
         assert ref.description and "\n" not in ref.description
     assert "U(0, 1)" in references_for(_family("bandit"))["bayes_optimal"].description
