@@ -432,10 +432,11 @@ class UncachedSliding:
     def step(self, token: Tensor) -> Tensor:
         self.history = torch.cat([self.history[:, 1:], token.unsqueeze(1)], dim=1)
         self.position += 1
-        # Position of every kept slot; slots before the span's start get negative ids and a span of their own.
-        position = self.position.view(-1, 1) - self.keep + torch.arange(self.keep).view(1, -1)
+        length = min(self.keep, int(self.position.max()))  # only the longest span's tokens matter
+        # Position of every slot; slots before a span's start get negative ids and a span of their own.
+        position = self.position.view(-1, 1) - length + torch.arange(length).view(1, -1)
         span = (position < 0).long()
-        features, _ = self.net.sliding_forward(self.history, position.clamp_min(0), span)
+        features, _ = self.net.sliding_forward(self.history[:, -length:], position.clamp_min(0), span)
         return features[:, -1]
 
 

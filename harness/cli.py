@@ -10,12 +10,30 @@ from pathlib import Path
 
 import yaml
 
-from harness.spec import SpecError, check_splits, load_suite
+from harness.spec import SpecError, Suite, check_splits, load_suite
 
 
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def _build_errors(suite: Suite) -> list[str]:
+    """Build one environment per family, set its first training task, reset it and take one step."""
+    from harness.splits import build_splits
+
+    errors = []
+    splits = build_splits(suite)
+    for i, family in enumerate(suite.families):
+        try:
+            env = family.family.make_env()
+            family.family.set_task(env, splits[family.key]["train"][0])
+            env.reset(seed=0)
+            env.step(env.action_space.sample())
+            env.close()
+        except Exception as e:  # any failure to build is reported, with its type, before anything runs
+            errors.append(f"families[{i}] ({family.key}): cannot build its environment: {type(e).__name__}: {e}")
+    return errors
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -28,9 +46,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(e, file=sys.stderr)
             status = 2
             continue
+        errors = _build_errors(suite)
+        if errors:
+            print(f"{path}:\n" + "\n".join(f"  {line}" for line in errors), file=sys.stderr)
+            status = 2
+            continue
         runs = len(suite.algorithms) * len(suite.families) * len(suite.spec.seeds)
         print(f"{path}: ok — {runs} learner runs ({len(suite.algorithms)} algorithms × {len(suite.families)} "
-              f"families × {len(suite.spec.seeds)} seeds), spec hash {suite.spec_hash}")
+              f"families × {len(suite.spec.seeds)} seeds), splits drawn and environments built, "
+              f"spec hash {suite.spec_hash}")
     return status
 
 

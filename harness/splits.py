@@ -29,7 +29,7 @@ def train_eval_sample(split: dict[str, list[Task]], count: int) -> list[Task]:
     return split["train"][:count]
 
 
-def test_coincides_with_train(split: dict[str, list[Task]]) -> bool:
+def shares_train_tasks(split: dict[str, list[Task]]) -> bool:
     """Whether any test task is also a training task (only families with ``disjoint_test=False``)."""
     train = {json.dumps(t.params, sort_keys=True) for t in split["train"]}
     return any(json.dumps(t.params, sort_keys=True) in train for t in split["test"])
@@ -43,7 +43,7 @@ def splits_payload(suite: Suite, splits: dict[str, dict[str, list[Task]]]) -> di
             "family": family.family.name,
             "version": family.family.version,
             "params": family.family.params.model_dump(mode="json"),
-            "test_coincides_with_train": test_coincides_with_train(splits[family.key]),
+            "test_coincides_with_train": shares_train_tasks(splits[family.key]),
             "splits": {
                 name: [{"task_id": t.task_id, "params": t.params} for t in tasks]
                 for name, tasks in splits[family.key].items()
