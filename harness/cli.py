@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections import Counter
 from pathlib import Path
 
@@ -135,7 +136,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     info = family.describe()
     info["parameters"] = {name: {"default": json.loads(json.dumps(f.default, default=str)), "doc": f.description}
                           for name, f in cls.Params.model_fields.items()}
-    print(yaml.safe_dump(info, sort_keys=False, allow_unicode=True))
+    doc = textwrap.dedent(info.pop("doc", ""))
+    print(f"{info['family']} (version {info['version']})\n\n{doc.strip()}\n")
+    print(yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=120))
     return 0
 
 

@@ -401,8 +401,12 @@ def _family_section(
     manifests: Sequence[Mapping[str, Any]],
     order: tuple[Sequence[str], Sequence[str]],
     out_dir: Path,
+    shared_test_families: Sequence[str] = (),
 ) -> list[str]:
     lines = [f"## {family}", ""]
+    if family in shared_test_families:
+        lines += ["> ⚠ test tasks coincide with training tasks: this family has too few distinct tasks for a "
+                  "disjoint test split (as in every published code), so its test scores measure training tasks.", ""]
     here = rows[rows["family"] == family]
     run_keys = set(here[["algorithm", "seed"]].drop_duplicates().itertuples(index=False, name=None))
     missing = [m for m in manifests if m["family"] == family and (m["algorithm"], m["seed"]) not in run_keys]
@@ -441,7 +445,8 @@ def write_report(
         manifests: run manifests (``load_manifests``): algorithm, family, seed, kind, status, error,
             spec_hash, tasks_hash, commit.
         meta: ``suite`` (name), ``spec_hash``, ``tasks_hash``, ``commits`` (list; or ``commit``), and
-            optionally ``seeds``, ``families`` and ``algorithms`` (the suite's order, used for sorting).
+            optionally ``seeds``, ``families`` and ``algorithms`` (the suite's order, used for sorting)
+            and ``test_is_train`` (families whose test tasks coincide with training tasks).
         out_dir: created if missing.
 
     Returns:
@@ -458,7 +463,8 @@ def write_report(
     learners = _ordered(evaluated.loc[evaluated["kind"] == "learner", "algorithm"], meta.get("algorithms", ()))
     references = sorted(evaluated.loc[evaluated["kind"] == "reference", "algorithm"].unique())
     for family in families:
-        lines += _family_section(evaluated, family, manifests, (learners, references), out_dir)
+        lines += _family_section(evaluated, family, manifests, (learners, references), out_dir,
+                                 meta.get("test_is_train", ()))
     path = out_dir / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
@@ -481,6 +487,8 @@ def read_meta(results_dir: str | Path) -> dict[str, Any]:
         "seeds": spec.get("seeds", []),
         "families": [f.get("id") or f.get("name") for f in spec.get("families", [])],
         "algorithms": [a.get("id") or a.get("name") for a in spec.get("algorithms", [])],
+        "test_is_train": [key for key, family in tasks.get("families", {}).items()
+                          if family.get("test_coincides_with_train")],
     }
 
 

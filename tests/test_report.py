@@ -239,7 +239,9 @@ def test_report_reads_suite_files_and_loads_through_the_store(rows, tmp_path, mo
              "families": [{"name": "point_nav", "id": "point_nav"}, {"name": "bandit"}],
              "algorithms": [{"name": "trmrl"}, {"name": "rl2"}]}  # fmt: skip
     (results / "suite.yaml").write_text(yaml.safe_dump(suite))
-    (results / "tasks.json").write_text(json.dumps({"families": {}, "hash": "tasks456"}))
+    (results / "tasks.json").write_text(json.dumps({"families": {"bandit": {"test_coincides_with_train": True},
+                                                                "point_nav": {"test_coincides_with_train": False}},
+                                                   "hash": "tasks456"}))
     monkeypatch.setattr(report_module, "load_results", lambda path: rows)
     monkeypatch.setattr(report_module, "load_manifests", lambda path: manifests())
 
@@ -250,5 +252,8 @@ def test_report_reads_suite_files_and_loads_through_the_store(rows, tmp_path, mo
     assert "- seeds: 0, 1, 2 (the suite lists 0, 1, 2, 3)" in md
     assert md.index("## point_nav") < md.index("## bandit")  # the suite's order
     assert md.index("| trmrl |") < md.index("| rl2 |")
+    # a family whose test tasks are its training tasks says so, once, in its own section
+    assert md.count("test tasks coincide with training tasks") == 1
+    assert md.index("## bandit") < md.index("test tasks coincide with training tasks")
     with pytest.raises(FileNotFoundError, match=r"suite\.yaml"):
         report(tmp_path)
