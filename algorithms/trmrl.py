@@ -549,8 +549,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Not from the paper: a small transformer whose memory spans the trial, for the cheap families
     # (bandit, point_nav, tabular_mdp). Set working_memory to at least the trial length in the suite.
     "cheap": {"layers": 2, "heads": 4, "d_model": 64, "ff_size": 128, "working_memory": 64, "memory_span": "trial",
-              "attention": "sliding", "policy_lr": 1e-3, "value_lr": 1e-3, "discount": 0.9, "gae_lambda": 0.8,
-              "clip": 0.2, "epochs": 4, "minibatch_size": 1000, "init_std": 0.5},
+              "attention": "sliding", "policy_lr": 3e-4, "value_lr": 1e-3, "discount": 0.9, "gae_lambda": 0.8,
+              "clip": 0.2, "epochs": 4, "minibatch_size": 1000, "init_std": 0.5, "max_grad_norm": 0.5},
 }
 PRESETS["paper"] = PRESETS["halfcheetah_vel"]
 

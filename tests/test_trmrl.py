@@ -299,7 +299,7 @@ def test_trmrl_with_trial_memory_on_bandits_beats_thompson_sampling(tmp_path: Pa
         "families": [{"name": "bandit", "params": {"arms": 5, "pulls": 10}, "split": {"train": 1000, "test": 200},
                       "tasks_per_iteration": 250}],
         "algorithms": [{"name": "trmrl", "preset": "cheap",
-                        "config": {"working_memory": 10, "shared_value": True, "policy_lr": 3e-4}}],
+                        "config": {"working_memory": 10, "shared_value": True}}],
         "budget": {"env_steps": 500_000}, "evaluation": {"every_env_steps": 250_000, "train_tasks": 0},
     }
     scores = _run(tmp_path, suite)
@@ -311,13 +311,13 @@ def test_trmrl_with_trial_memory_on_bandits_beats_thompson_sampling(tmp_path: Pa
 
 @pytest.mark.slow
 def test_trmrl_with_trial_memory_adapts_on_point_nav(tmp_path: Path) -> None:
-    """Dense point navigation, 2 episodes per trial; the same bars as RL²'s test."""
+    """Dense point navigation, 2 episodes per trial, 500k env steps (≈60 s); the same bars as RL²'s test."""
     suite = {
         "name": "learning_point_nav", "seeds": [0],
         "families": [{"name": "point_nav", "split": {"train": 500, "test": 50, "ood": 20},
                       "tasks_per_iteration": 100}],
         "algorithms": [{"name": "trmrl", "preset": "cheap", "config": {"working_memory": 40}}],
-        "budget": {"env_steps": 400_000}, "evaluation": {"every_env_steps": 200_000, "train_tasks": 0},
+        "budget": {"env_steps": 500_000}, "evaluation": {"every_env_steps": 250_000, "train_tasks": 0},
     }
     scores = _run(tmp_path, suite)
     first, last = scores[("trmrl", "test", 0)], scores[("trmrl", "test", 1)]
