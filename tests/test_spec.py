@@ -57,6 +57,7 @@ def _misspell_every_env_steps(d: dict[str, Any]) -> None:
 def _bad_lr_only_family_has_overrides(d: dict[str, Any]) -> None:
     del d["families"][0]  # point_nav alone, with its per-family config overrides
     del d["algorithms"][0]["families"]["bandit"]
+    del d["algorithms"][1:]  # rl2 alone
     d["algorithms"][0]["config"] = {"lr": -1}
 
 
@@ -262,7 +263,7 @@ def test_quickstart_is_valid() -> None:
     suite = load_suite(QUICKSTART)
     assert suite.name == "quickstart"
     assert [f.key for f in suite.families] == ["bandit", "point_nav"]
-    assert [a.key for a in suite.algorithms] == ["rl2"]
+    assert [a.key for a in suite.algorithms] == ["rl2", "trmrl"]
     assert suite.spec.seeds == [0, 1, 2]
     check_splits(suite)  # the splits it asks for can be drawn
 
@@ -306,9 +307,9 @@ def test_resolved_fills_in_defaults() -> None:
     assert point_nav["params"]["ood_angle_range_deg"] == [180.0, 360.0]
     assert bandit["episodes_per_trial"] == 1  # the bandit family's default
     assert point_nav["episodes_per_trial"] == 2  # the point_nav family's default
-    assert point_nav["env_steps"] == 1_000_000  # budget.env_steps
+    assert point_nav["env_steps"] == 400_000  # budget.env_steps
     assert point_nav["eval_every_env_steps"] == 100_000  # evaluation.every_env_steps
-    assert bandit["env_steps"] == 1_500_000  # its own
+    assert bandit["env_steps"] == 1_000_000  # its own
     configs = resolved["algorithms"][0]["configs"]
     assert set(configs) == {"bandit", "point_nav"}
     assert (configs["bandit"]["discount"], configs["bandit"]["gae_lambda"]) == (0.99, 0.95)  # Config defaults
