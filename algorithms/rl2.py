@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.heads import action_distribution, augmented_observation, per_action, sample_action
 from algorithms.ppo import gae, normalise_advantages, ppo_loss, ppo_update, trial_cuts
 
 
@@ -75,23 +76,16 @@ class RL2Net(nn.Module):
 
     def augment(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, episode_start: Tensor) -> Tensor:
         """``[..., obs_dim + action_dim + 2]``: obs, previous action (one-hot if discrete), reward, done."""
-        if self.discrete:
-            prev_action = nn.functional.one_hot(prev_action.long(), self.action_dim).float()
-        return torch.cat([obs, prev_action, prev_reward.unsqueeze(-1), episode_start.unsqueeze(-1).float()], dim=-1)
+        return augmented_observation(obs, prev_action, prev_reward, episode_start, self.action_dim, self.discrete)
 
     def distribution(self, features: Tensor) -> torch.distributions.Distribution:
-        out = self.policy_head(features)
-        if self.discrete:
-            return torch.distributions.Categorical(logits=out)
-        return torch.distributions.Normal(out, self.log_std.exp().expand_as(out))
+        return action_distribution(self.policy_head(features), self.log_std, self.discrete)
 
     def log_prob(self, dist: torch.distributions.Distribution, actions: Tensor) -> Tensor:
-        log_prob = dist.log_prob(actions)
-        return log_prob if self.discrete else log_prob.sum(-1)
+        return per_action(dist.log_prob(actions), self.discrete)
 
     def entropy(self, dist: torch.distributions.Distribution) -> Tensor:
-        entropy = dist.entropy()
-        return entropy if self.discrete else entropy.sum(-1)
+        return per_action(dist.entropy(), self.discrete)
 
 
 class RL2Policy:
@@ -126,14 +120,7 @@ class RL2Policy:
         )
         features, self.hidden = self.net.gru(x.unsqueeze(1), self.hidden)
         out = self.net.policy_head(features[:, 0])
-        if self.net.discrete:
-            if deterministic:
-                return out.argmax(-1).numpy()
-            return torch.multinomial(out.softmax(-1), 1, generator=self.generator)[:, 0].numpy()
-        if deterministic:
-            return out.numpy()
-        noise = torch.randn(out.shape, generator=self.generator)
-        return (out + self.net.log_std.exp() * noise).numpy()
+        return sample_action(out, self.net.log_std, self.net.discrete, deterministic, self.generator).numpy()
 
 
 @register("rl2")

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.heads import action_distribution, augmented_observation, per_action, sample_action
 from algorithms.ppo import gae, normalise_advantages, ppo_loss, ppo_update, trial_cuts
 
 ATTENTION_MODES = ("window", "sliding")
@@ -236,9 +237,7 @@ class TrMRLNet(nn.Module):
 
     def tokens(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, episode_start: Tensor) -> Tensor:
         """``[..., token_dim]``: obs, previous action (one-hot if discrete), previous reward, done."""
-        if self.discrete:
-            prev_action = F.one_hot(prev_action.long(), self.action_dim).float()
-        return torch.cat([obs, prev_action, prev_reward.unsqueeze(-1), episode_start.unsqueeze(-1).float()], dim=-1)
+        return augmented_observation(obs, prev_action, prev_reward, episode_start, self.action_dim, self.discrete)
 
     def positions(self, index: Tensor) -> Tensor:
         """Sinusoidal position vectors ``[..., d_model]`` for integer positions ``index``."""
@@ -317,31 +316,19 @@ class TrMRLNet(nn.Module):
     # -- heads --------------------------------------------------------------------------------------
 
     def distribution(self, features: Tensor) -> torch.distributions.Distribution:
-        out = self.policy_head(features)
-        if self.discrete:
-            return torch.distributions.Categorical(logits=out)
-        return torch.distributions.Normal(out, self.log_std.exp().expand_as(out))
+        return action_distribution(self.policy_head(features), self.log_std, self.discrete)
 
     def log_prob(self, dist: torch.distributions.Distribution, actions: Tensor) -> Tensor:
-        log_prob = dist.log_prob(actions)
-        return log_prob if self.discrete else log_prob.sum(-1)
+        return per_action(dist.log_prob(actions), self.discrete)
 
     def entropy(self, dist: torch.distributions.Distribution) -> Tensor:
-        entropy = dist.entropy()
-        return entropy if self.discrete else entropy.sum(-1)
+        return per_action(dist.entropy(), self.discrete)
 
     def value(self, tokens: Tensor, outputs: Tensor) -> Tensor:
         return self.value_head(outputs if self.config.shared_value else tokens).squeeze(-1)
 
     def sample(self, features: Tensor, deterministic: bool, generator: torch.Generator) -> Tensor:
-        out = self.policy_head(features)
-        if self.discrete:
-            if deterministic:
-                return out.argmax(-1)
-            return torch.multinomial(out.softmax(-1), 1, generator=generator)[:, 0]
-        if deterministic:
-            return out
-        return out + self.log_std.exp() * torch.randn(out.shape, generator=generator)
+        return sample_action(self.policy_head(features), self.log_std, self.discrete, deterministic, generator)
 
 
 # --- step-wise memory ----------------------------------------------------------------------------
