@@ -111,13 +111,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import report
+    from harness.report import FORMATS, report
 
     results_dir = Path(args.results_dir)
     if not (results_dir / "suite.yaml").exists():
         return _fail(f"{results_dir} is not a results directory (no suite.yaml)")
-    path = report(results_dir, Path(args.out) if args.out else None)
-    print(f"report: {path}")
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        return _fail(f"--format: unknown {', '.join(unknown) or '(empty)'}; choose from {','.join(FORMATS)}")
+    out = Path(args.out) if args.out else results_dir / "report"
+    path = report(results_dir, out, formats)
+    print(f"report: {path}" + (f" (and {', '.join(f for f in formats if f != 'md')} tables in {out})"
+                               if len(formats) > 1 or formats != ["md"] else ""))  # fmt: skip
     return 0
 
 
@@ -164,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="tables and plots from stored results")
     report.add_argument("results_dir")
     report.add_argument("--out", default=None, help="output directory (default: RESULTS_DIR/report)")
+    report.add_argument("--format", default="md", help="comma-separated: md (markdown + PNGs), latex, csv")
     report.set_defaults(handler=cmd_report)
 
     tasks = commands.add_parser("tasks", help="list task families, or describe one")

@@ -1,7 +1,10 @@
-"""Report: a suite's results as one markdown page of tables and learning-curve plots.
+"""Report: a suite's results as one markdown page of tables and plots (plus LaTeX and CSV tables).
 
 Everything here is a pure function of the tidy rows (``harness.store.load_results``: one row per
-measurement) and the run manifests; no number comes from anywhere else. Definitions:
+measurement) and the run manifests; no number comes from anywhere else. The page opens with the
+summary of ``harness.summary`` (main table of asymptotic score, sample efficiency and OOD as IQMs with
+stratified-bootstrap CIs; OOD bars; adaptation curves; normalised aggregates and probability of
+improvement), then one section per family with the definitions below:
 
 - **Score** of a run at one evaluation on a split: the mean, over the split's tasks, of the return of
   the *last* episode of the trial (the post-adaptation return; for one-episode trials, the return).
@@ -28,7 +31,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import yaml
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -36,7 +38,22 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 from scipy import stats
 
+from harness import plots
+from harness.metrics import run_scores
+from harness.published import Published, published_for
 from harness.store import REFERENCE_PREFIX, load_manifests, load_results
+from harness.summary import (
+    Summary,
+    aggregate_cells,
+    latex_table,
+    main_caption,
+    main_cells,
+    markdown_table,
+    primary_metric,
+    provenance,
+    summarise,
+    write_csv,
+)
 
 EVAL_SPLITS = ("test", "ood", "train")
 CURVE_SPLITS = ("test", "ood")
@@ -53,9 +70,7 @@ TABLE_COLUMNS = [
 _SPLIT_TITLES = {"test": "test tasks", "ood": "OOD tasks"}
 _Y_LABELS = {"return": "return (last episode of trial)", "success": "success rate (last episode of trial)"}
 _STEPS = EngFormatter(sep="")  # 200k, 1.2M
-# seaborn's colour-blind palette, reordered so the first four hues are far apart (its orange and
-# vermilion, entries 1 and 3, are hard to tell apart side by side)
-_PALETTE = [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 3, 5, 6, 8, 9, 7)]
+_PALETTE = plots.PALETTE
 _REFERENCE_GREYS = ("0.1", "0.45", "0.3")
 _REFERENCE_DASHES = ((0, (6, 3)), (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2)), (0, (3, 3)), (0, (7, 2, 1.5, 2, 1.5, 2)))
 
@@ -84,28 +99,6 @@ def mean_ci(values: Iterable[float], confidence: float = CONFIDENCE) -> tuple[fl
         return float("nan"), float("nan"), 0
     std = x.std(ddof=1) if x.size > 1 else float("nan")
     return float(x.mean()), float(t_half_width(std, x.size, confidence)), int(x.size)
-
-
-def run_scores(rows: pd.DataFrame, metric: str = "return", episode: Literal["first", "last"] = "last") -> pd.DataFrame:
-    """Each run's score at each evaluation on each split (test, ood, train).
-
-    Args:
-        rows: the tidy results table (``load_results``).
-        metric: ``"return"`` or ``"success"`` (or any metric name in the rows).
-        episode: which episode of each trial counts: ``"last"`` (post-adaptation) or ``"first"``.
-
-    Returns:
-        One row per (kind, algorithm, family, seed, split, env_steps) with ``score``: the mean over
-        the split's tasks of ``metric`` in the chosen episode of each task's trial.
-    """
-    if episode not in ("first", "last"):
-        raise ValueError(f"episode must be 'first' or 'last', got {episode!r}")
-    data = rows[(rows["metric"] == metric) & rows["split"].isin(EVAL_SPLITS)]
-    trial = [*RUN_KEYS, "split", "env_steps", "task_id"]
-    chosen_index = data.groupby(trial)["episode_index"].transform("max" if episode == "last" else "min")
-    chosen = data[data["episode_index"] == chosen_index]
-    scores = chosen.groupby([*RUN_KEYS, "split", "env_steps"], as_index=False)["value"].mean()
-    return scores.rename(columns={"value": "score"})[[*RUN_KEYS, "split", "env_steps", "score"]]
 
 
 def final_scores(
@@ -178,12 +171,6 @@ def curve_table(rows: pd.DataFrame, metric: str = "return") -> pd.DataFrame:
     return curves[[*keys, "env_steps", "mean", "ci", "n"]]
 
 
-def primary_metric(rows: pd.DataFrame, family: str) -> str:
-    """``"success"`` where the family records success (Meta-World's headline metric), else ``"return"``."""
-    has_success = ((rows["family"] == family) & (rows["metric"] == "success") & rows["split"].isin(EVAL_SPLITS)).any()
-    return "success" if has_success else "return"
-
-
 # ---------------------------------------------------------------------------------------------- plots
 
 
@@ -198,11 +185,13 @@ def plot_curves(
     metric: str | None = None,
     algorithms: Sequence[str] = (),
     references: Sequence[str] = (),
+    published: Sequence[Published] = (),
 ) -> Path | None:
     """Write ``path`` (PNG): one panel per split among test/ood, mean over seeds with a 95% t-CI band.
 
-    References are dashed horizontal lines at their mean score. Returns ``None`` (and writes nothing)
-    when the family has no test or ood rows for ``metric``.
+    References are dashed horizontal lines at their mean score. Published numbers for a panel's split
+    and metric are marks at the right edge in the algorithm's colour, labelled "not protocol-matched".
+    Returns ``None`` (and writes nothing) when the family has no test or ood rows for ``metric``.
 
     Args:
         rows: the tidy results table (other families are ignored).
@@ -212,6 +201,7 @@ def plot_curves(
         algorithms: learner order for colours and legend (the suite's); pass the same list for every
             family so an algorithm keeps its colour across figures. Others follow, sorted.
         references: the same for the references' line styles (names as in the rows, ``ref-…``).
+        published: published numbers to mark (``harness.published``).
     """
     metric = metric or primary_metric(rows, family)
     curves = curve_table(rows[rows["family"] == family], metric)
@@ -262,6 +252,13 @@ def plot_curves(
                         ls=_REFERENCE_DASHES[i % len(_REFERENCE_DASHES)], lw=1.3,
                         label=f"{_label(algorithm)} (reference)",
                     )  # fmt: skip
+            for mark in (p for p in published if p.split == split and p.metric == metric):
+                colour = colours.get(mark.algorithm, "0.2")
+                ax.plot([1.0], [mark.value], marker="<", ms=7, color=colour, mec="k", mew=0.5, ls="none",
+                        transform=ax.get_yaxis_transform(), clip_on=False)  # fmt: skip
+                ax.annotate(f"{mark.algorithm} {_published_value(mark)} (published, not protocol-matched)",
+                            (1.0, mark.value), xycoords=("axes fraction", "data"), xytext=(-8, 0),
+                            textcoords="offset points", ha="right", va="center", fontsize=6.5, color=colour)
             ax.set_title(f"{family} — {_SPLIT_TITLES[split]}")
             ax.set_xlabel("environment steps")
             ax.xaxis.set_major_formatter(_STEPS)
@@ -277,6 +274,21 @@ def plot_curves(
 
 
 # ---------------------------------------------------------------------------------------------- markdown
+
+
+def _published_value(mark: Published) -> str:
+    return f"{100 * mark.value:.1f}%" if mark.metric == "success" else f"{mark.value:.2f}"
+
+
+def _published_lines(marks: Sequence[Published]) -> list[str]:
+    if not marks:
+        return []
+    lines = ["Published numbers (**not protocol-matched**; drawn as ◀ marks on the curves):", "",
+             "| algorithm | split | value | statistic | source | why not matched |", "|:---|:---|---:|:---|:---|:---|"]
+    for mark in marks:
+        lines.append(f"| {mark.algorithm} | {mark.split} | {_published_value(mark)} | {mark.statistic} | "
+                     f"{_escape(mark.source)} | {_escape(mark.protocol)} |")
+    return [*lines, ""]
 
 
 def _cell(mean: float, ci: float, n: int) -> str:
@@ -344,15 +356,6 @@ def _header(rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Ma
         if odd:
             names = "; ".join(f"{_run_name(m)} (`{m[key]}`)" for m in odd)
             lines += [f"> ⚠ {len(odd)} run(s) have a {key.replace('_', ' ')} other than the suite's: {names}.", ""]
-    lines += [
-        (
-            "Scores: the mean over a split's tasks of the return (success rate where the family records success) "
-            "of the **last episode of each trial**, at each run's final evaluation; cells are mean ± 95% Student-t "
-            "half-width over seeds (`n=1`: one seed, no interval). `test ep 1 → last`: final first- and "
-            "last-episode test score, and their per-seed difference. `env steps`: the runs' final evaluation."
-        ),
-        "",
-    ]
     failed = [m for m in manifests if m.get("status") == "failed"]
     if failed:
         lines += ["## Failed runs", ""]
@@ -402,8 +405,9 @@ def _family_section(
     order: tuple[Sequence[str], Sequence[str]],
     out_dir: Path,
     shared_test_families: Sequence[str] = (),
+    published: Sequence[Published] = (),
 ) -> list[str]:
-    lines = [f"## {family}", ""]
+    lines = [f"### {family}", ""]
     if family in shared_test_families:
         lines += ["> ⚠ test tasks coincide with training tasks: this family has too few distinct tasks for a "
                   "disjoint test split (as in every published code), so its test scores measure training tasks.", ""]
@@ -429,45 +433,126 @@ def _family_section(
         names = ", ".join(f"{m['algorithm']} seed {m['seed']} ({m.get('status', 'unknown')})" for m in missing)
         lines += [f"Runs with no evaluation rows yet (not in the table or plot): {_escape(names)}.", ""]
     filename = "curves_" + re.sub(r"[^A-Za-z0-9_.-]", "_", family) + ".png"
-    if plot_curves(here, family, out_dir / filename, primary, *order) is not None:
+    marks = [p for p in published if p.metric == primary]
+    if plot_curves(here, family, out_dir / filename, primary, *order, marks) is not None:
         what = "success rate" if primary == "success" else "return"
         lines += [f"![{family}: {what} of the last episode of the trial vs environment steps]({filename})", ""]
+    return lines + _published_lines(marks)
+
+
+def _summary_section(summary: Summary, meta: Mapping[str, Any], seeds: Sequence[int], learners: Sequence[str],
+                     families: Sequence[str], out_dir: Path) -> list[str]:  # fmt: skip
+    """The main table and the cross-family figures (``harness.summary``, ``harness.plots``)."""
+    cells = main_cells(summary, learners, families)
+    if cells.empty:
+        return []
+    lines = ["## Summary", "", *markdown_table(cells), "", f"{provenance(meta, seeds)}. {main_caption(summary)}", ""]
+    if plots.plot_ood_bars(summary.main, out_dir / "ood.png", learners) is not None:
+        lines += ["![asymptotic test vs OOD score per family, IQM and 95% bootstrap CI](ood.png)", ""]
+    if plots.plot_adaptation(summary.adaptation, out_dir / "adaptation.png", learners) is not None:
+        lines += ["Adaptation: the score of each episode within the trial at the final evaluation.", "",
+                  "![score by episode within the trial](adaptation.png)", ""]
+    if summary.aggregate.empty:
+        lines += ["No aggregate across families: normalised scores need the `random` and `oracle` references "
+                  "(`references: true` and families that have both).", ""]
+    else:
+        families = ", ".join(summary.normalised_families)
+        lines += ["### Across families", "",
+                  f"Normalised test score per run (0 = random reference, 1 = oracle reference) over {families}; "
+                  "IQM and mean over runs × families with 95% stratified-bootstrap CIs (rliable).", "",
+                  *markdown_table(aggregate_cells(summary, learners)), "", provenance(meta, seeds), ""]  # fmt: skip
+        if plots.plot_aggregate(summary.aggregate, summary.normalised_families, out_dir / "aggregate.png",
+                                learners) is not None:  # fmt: skip
+            lines += ["![IQM and mean normalised score across families](aggregate.png)", ""]
+        if plots.plot_improvement(summary.improvement, out_dir / "improvement.png", learners) is not None:
+            lines += ["![probability of improvement between every pair of algorithms](improvement.png)", ""]
     return lines
 
 
+FORMATS = ("md", "latex", "csv")
+_PER_FAMILY_NOTE = (
+    "Scores: the mean over a split's tasks of the return (success rate where the family records success) "
+    "of the **last episode of each trial**, at each run's final evaluation; cells are mean ± 95% Student-t "
+    "half-width over seeds (`n=1`: one seed, no interval). `test ep 1 → last`: final first- and "
+    "last-episode test score, and their per-seed difference. `env steps`: the runs' final evaluation."
+)
+
+
 def write_report(
-    rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out_dir: str | Path
+    rows: pd.DataFrame,
+    manifests: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any],
+    out_dir: str | Path,
+    formats: Sequence[str] = ("md",),
 ) -> Path:
-    """Write ``out_dir/report.md`` and one ``curves_<family>.png`` per family with test/ood rows.
+    """Write the report into ``out_dir``: ``report.md`` and its PNGs; ``tables.tex``; CSV tables.
 
     Args:
         rows: the tidy results table (``load_results``).
         manifests: run manifests (``load_manifests``): algorithm, family, seed, kind, status, error,
             spec_hash, tasks_hash, commit.
         meta: ``suite`` (name), ``spec_hash``, ``tasks_hash``, ``commits`` (list; or ``commit``), and
-            optionally ``seeds``, ``families`` and ``algorithms`` (the suite's order, used for sorting)
-            and ``test_is_train`` (families whose test tasks coincide with training tasks).
+            optionally ``seeds``, ``families`` and ``algorithms`` (the suite's order, used for sorting),
+            ``test_is_train`` (families whose test tasks coincide with training tasks) and
+            ``family_names`` (family id → family name, to find published numbers).
         out_dir: created if missing.
+        formats: any of ``FORMATS``: ``md`` (markdown with embedded PNGs), ``latex`` (``tables.tex``:
+            booktabs tables), ``csv`` (``main.csv``, ``adaptation.csv``, ``aggregate.csv``,
+            ``improvement.csv``, ``final.csv``).
 
     Returns:
-        The path of ``report.md``.
+        The path of ``report.md`` if written, else of the first file written.
     """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ValueError(f"formats: unknown {unknown or 'none given'}; choose from {', '.join(FORMATS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluated = rows[rows["split"].isin(EVAL_SPLITS)]
     families = _ordered({*evaluated["family"], *(m["family"] for m in manifests)}, meta.get("families", ()))
-    lines = _header(evaluated, manifests, meta)
-    if evaluated.empty:
-        lines += ["No evaluation rows yet.", ""]
     # one order, colour and line style per algorithm and reference across all families
     learners = _ordered(evaluated.loc[evaluated["kind"] == "learner", "algorithm"], meta.get("algorithms", ()))
     references = sorted(evaluated.loc[evaluated["kind"] == "reference", "algorithm"].unique())
-    for family in families:
-        lines += _family_section(evaluated, family, manifests, (learners, references), out_dir,
-                                 meta.get("test_is_train", ()))
-    path = out_dir / "report.md"
-    path.write_text("\n".join(lines).rstrip() + "\n")
-    return path
+    seeds = sorted(int(s) for s in evaluated.loc[evaluated["kind"] == "learner", "seed"].unique())
+    summary = summarise(evaluated) if not evaluated.empty else None
+    names = meta.get("family_names", {})
+    written: list[Path] = []
+
+    if "md" in formats:
+        lines = _header(evaluated, manifests, meta)
+        if evaluated.empty:
+            lines += ["No evaluation rows yet.", ""]
+        if summary is not None:
+            lines += _summary_section(summary, meta, seeds, learners, families, out_dir)
+        lines += ["## Per family: final evaluation", "", _PER_FAMILY_NOTE, ""]
+        for family in families:
+            lines += _family_section(evaluated, family, manifests, (learners, references), out_dir,
+                                     meta.get("test_is_train", ()), published_for(names.get(family, family)))
+        path = out_dir / "report.md"
+        path.write_text("\n".join(lines).rstrip() + "\n")
+        written.append(path)
+    if "latex" in formats:
+        suite = meta.get("suite", "suite")
+        tex = [f"% {suite}: generated by `python -m harness report`; needs \\usepackage{{booktabs}}"]
+        if summary is not None:
+            caption = f"{meta.get('suite', 'suite')}: {provenance(meta, seeds)}. {main_caption(summary)}"
+            tex.append(latex_table(main_cells(summary, learners, families), caption, "tab:main"))
+            if not summary.aggregate.empty:
+                tex.append(latex_table(aggregate_cells(summary, learners).rename(columns={"runs": "seeds"}),
+                                       f"Normalised test score over {', '.join(summary.normalised_families)} "
+                                       f"(0 = random, 1 = oracle). {provenance(meta, seeds)}", "tab:aggregate"))
+        path = out_dir / "tables.tex"
+        path.write_text("\n".join(tex) + "\n")
+        written.append(path)
+    if "csv" in formats:
+        if summary is not None:
+            written += write_csv(summary, meta, out_dir)
+        final = pd.concat([final_table(evaluated[evaluated["family"] == f]) for f in families], ignore_index=True) \
+            if not evaluated.empty else pd.DataFrame(columns=TABLE_COLUMNS)
+        path = out_dir / "final.csv"
+        final.assign(spec_hash=meta.get("spec_hash"), tasks_hash=meta.get("tasks_hash")).to_csv(path, index=False)
+        written.append(path)
+    return written[0]
 
 
 def read_meta(results_dir: str | Path) -> dict[str, Any]:
@@ -489,13 +574,14 @@ def read_meta(results_dir: str | Path) -> dict[str, Any]:
         "algorithms": [a.get("id") or a.get("name") for a in spec.get("algorithms", [])],
         "test_is_train": [key for key, family in tasks.get("families", {}).items()
                           if family.get("test_coincides_with_train")],
+        "family_names": {key: family.get("family", key) for key, family in tasks.get("families", {}).items()},
     }
 
 
-def report(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def report(results_dir: str | Path, out_dir: str | Path | None = None, formats: Sequence[str] = ("md",)) -> Path:
     """Report on ``results/<suite>``: writes into ``out_dir`` (default ``results_dir/report``)."""
     results_dir = Path(results_dir)
     meta = read_meta(results_dir)
     manifests = load_manifests(results_dir)
     meta["commits"] = sorted({m["commit"] for m in manifests if m.get("commit")})
-    return write_report(load_results(results_dir), manifests, meta, out_dir or results_dir / "report")
+    return write_report(load_results(results_dir), manifests, meta, out_dir or results_dir / "report", formats)

@@ -208,7 +208,57 @@ def test_report_writes_one_readable_png_per_family(report_md):
         assert png.read_bytes()[:8] == PNG_SIGNATURE
         image = matplotlib.image.imread(png)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 600
-    assert sorted(p.name for p in out.iterdir()) == ["curves_bandit.png", "curves_point_nav.png", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adaptation.png", "aggregate.png", "curves_bandit.png", "curves_point_nav.png", "improvement.png", "ood.png",
+        "report.md",
+    ]  # fmt: skip
+    for name in ("adaptation", "aggregate", "improvement", "ood"):
+        assert f"]({name}.png)" in md
+        assert matplotlib.image.imread(out / f"{name}.png").ndim == 3
+
+
+def _summary_row(md: str, family: str, algorithm: str) -> list[str]:
+    summary = md.split("## Summary")[1].split("\n\n")[1]
+    for line in summary.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[:2] == [family, algorithm]:
+            return cells[2:]
+    raise AssertionError(f"no summary row for {family}/{algorithm}")
+
+
+def test_summary_table_hand_computed(report_md):
+    """Scores grow linearly to FINAL over 4 evaluations (k/4 · final), so per seed: asymptote (last 3) =
+    0.75 · final, AUC (time-average over 100k–400k) = 0.625 · final, max over training = final. Three
+    seeds: IQM = mean. Bootstrap CIs are percentile intervals of resampled seeds: within [min, max]."""
+    md, _ = report_md
+    asym, auc, _steps, ood, gap, optimistic = _summary_row(md, "point_nav", "rl2")
+    assert asym.startswith("1.50 [") and auc.startswith("1.25 [") and optimistic.startswith("2.00 [")
+    low, high = (float(v) for v in asym.split("[")[1].rstrip("]").split(","))
+    assert 0.75 <= low <= 1.5 <= high <= 2.25
+    assert ood.startswith("1.50 [")  # ood finals (1, 1, 4) → asymptotes (0.75, 0.75, 3)
+    assert gap.startswith("0.00 [")  # per seed 0, 0.75, −0.75
+    # bandit: threshold = random 2.5 + 0.8 · (best asymptote 5.25 − 2.5) = 4.7. trmrl's curves
+    # (1.25, 2.5, 3.75, 5), (1.5, 3, 4.5, 6), (2.5, 5, …) reach it at 400k, 400k, 200k: median 400k
+    assert _summary_row(md, "bandit", "trmrl")[2] == "400k (3/3)"
+    assert _summary_row(md, "bandit", "rl2")[2] == "not reached (0/3)"
+    assert _summary_row(md, "bandit", "random (reference)")[:3] == ["2.50 (n=1)", "—", "—"]
+    assert "seeds: 0, 1, 2 · spec hash `spec123` · tasks hash `tasks456`" in md.split("## Per family")[0]
+
+
+def test_report_formats_latex_and_csv(rows, tmp_path):
+    path = write_report(rows, manifests(), META, tmp_path, formats=("latex", "csv"))
+    assert path == tmp_path / "tables.tex" and not (tmp_path / "report.md").exists()
+    tex = path.read_text()
+    assert r"\begin{tabular}" in tex and r"\toprule" in tex and "tab:main" in tex and "tab:aggregate" in tex
+    assert r"spec hash spec123" in tex and r"point\_nav & rl2 & 1.50 [" in tex
+    main = pd.read_csv(tmp_path / "main.csv")
+    row = main[(main["family"] == "point_nav") & (main["algorithm"] == "rl2")].iloc[0]
+    assert (row["asymptotic"], row["auc"], row["optimistic"], row["spec_hash"]) == (1.5, 1.25, 2.0, "spec123")
+    final = pd.read_csv(tmp_path / "final.csv")
+    assert set(final["family"]) == {"bandit", "point_nav"} and (final["tasks_hash"] == "tasks456").all()
+    assert {"adaptation.csv", "aggregate.csv", "improvement.csv"} <= {p.name for p in tmp_path.iterdir()}
+    with pytest.raises(ValueError, match="formats"):
+        write_report(rows, manifests(), META, tmp_path, formats=("pdf",))
 
 
 def test_report_edge_cases_one_seed_one_evaluation_no_ood(rows, tmp_path):
