@@ -127,6 +127,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_garage(args: argparse.Namespace) -> int:
+    from harness.legacy import import_garage
+
+    try:
+        store, count = import_garage(args.progress_csv, args.results, args.algorithm, args.family, args.seed,
+                                     args.force)  # fmt: skip
+    except (OSError, ValueError) as e:
+        return _fail(str(e))
+    print(f"imported {count} rows into {store.dir}   next: python -m harness report {args.results}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.tasks import FAMILIES, family_class
 
@@ -172,6 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", default=None, help="output directory (default: RESULTS_DIR/report)")
     report.add_argument("--format", default="md", help="comma-separated: md (markdown + PNGs), latex, csv")
     report.set_defaults(handler=cmd_report)
+
+    legacy = commands.add_parser("import-garage", help="turn a garage/dowel progress.csv into a run's result rows")
+    legacy.add_argument("progress_csv")
+    legacy.add_argument("--algorithm", required=True, help="algorithm name for the run (e.g. maml-garage)")
+    legacy.add_argument("--family", required=True, help="task family id, as in the suite")
+    legacy.add_argument("--seed", type=int, required=True)
+    legacy.add_argument("--results", default="results/imported", help="results directory (default: %(default)s)")
+    legacy.add_argument("--force", action="store_true", help="overwrite a run of the same name")
+    legacy.set_defaults(handler=cmd_import_garage)
 
     tasks = commands.add_parser("tasks", help="list task families, or describe one")
     tasks.add_argument("family", nargs="?")

@@ -356,6 +356,11 @@ def _header(rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Ma
         if odd:
             names = "; ".join(f"{_run_name(m)} (`{m[key]}`)" for m in odd)
             lines += [f"> ⚠ {len(odd)} run(s) have a {key.replace('_', ' ')} other than the suite's: {names}.", ""]
+    imported = [m for m in manifests if m.get("source") == "imported"]
+    if imported:
+        names = "; ".join(f"{_run_name(m)} (`{m.get('imported_from', '?')}`)" for m in imported)
+        lines += [f"> ⓘ {len(imported)} run(s) imported from legacy garage logs (their own tasks and protocol; "
+                  f"test rows are garage's meta-test averages): {_escape(names)}.", ""]
     failed = [m for m in manifests if m.get("status") == "failed"]
     if failed:
         lines += ["## Failed runs", ""]

@@ -156,7 +156,9 @@ class SuiteMismatchError(RuntimeError):
     """The results directory holds results of a different suite spec or task split."""
 
 
-def init_suite_dir(results_dir: Path, resolved: dict[str, Any], spec_hash: str, tasks_payload: dict[str, Any]) -> None:
+def init_suite_dir(
+    results_dir: Path, resolved: dict[str, Any], spec_hash: str | None, tasks_payload: dict[str, Any]
+) -> None:
     """Write ``suite.yaml`` and ``tasks.json``, or check they match what is already there."""
     results_dir.mkdir(parents=True, exist_ok=True)
     suite_path, tasks_path = results_dir / "suite.yaml", results_dir / "tasks.json"
@@ -189,7 +191,8 @@ def load_manifests(results_dir: Path) -> list[dict[str, Any]]:
 
 
 def load_results(results_dir: Path) -> pd.DataFrame:
-    """All stored rows with the run's identity: ``kind, algorithm, family, seed`` + ``ROW_COLUMNS``."""
+    """All stored rows with the run's identity: ``kind, algorithm, family, seed`` + ``ROW_COLUMNS`` + ``source``
+    (``"harness"``, or ``"imported"`` for legacy logs, ``harness.legacy``)."""
     frames = []
     for run_dir in _run_dirs(results_dir):
         progress = run_dir / "progress.parquet"
@@ -201,10 +204,12 @@ def load_results(results_dir: Path) -> pd.DataFrame:
         frame.insert(0, "family", manifest["family"])
         frame.insert(0, "algorithm", manifest["algorithm"])
         frame.insert(0, "kind", manifest.get("kind", "learner"))
+        frame["source"] = manifest.get("source", "harness")
         frames.append(frame)
     if not frames:
         empty = rows_frame([])
         for i, column in enumerate(("kind", "algorithm", "family", "seed")):
             empty.insert(i, column, pd.Series(dtype="int64" if column == "seed" else "string"))
+        empty["source"] = pd.Series(dtype="string")
         return empty
     return pd.concat(frames, ignore_index=True)
