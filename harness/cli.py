@@ -127,6 +127,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    from harness.figures import make_figures
+
+    results_dir = Path(args.results)
+    out = Path(args.out) if args.out else results_dir / "figures"
+    try:
+        written, missing = make_figures(results_dir, out)
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    for path in written:
+        print(f"figure: {path}")
+    for line in missing:
+        print(f"missing: {line}")
+    print(f"index: {out / 'figures.md'} ({len(written)} figures, {len(missing)} with missing results)")
+    return 0
+
+
 def cmd_import_garage(args: argparse.Namespace) -> int:
     from harness.legacy import import_garage
 
@@ -184,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", default=None, help="output directory (default: RESULTS_DIR/report)")
     report.add_argument("--format", default="md", help="comma-separated: md (markdown + PNGs), latex, csv")
     report.set_defaults(handler=cmd_report)
+
+    figures = commands.add_parser("figures", help="regenerate the TrMRL paper's figures from suites/paper.yaml results")
+    figures.add_argument("--results", default="results/paper", help="results directory (default: %(default)s)")
+    figures.add_argument("--out", default=None, help="output directory (default: RESULTS/figures)")
+    figures.set_defaults(handler=cmd_figures)
 
     legacy = commands.add_parser("import-garage", help="turn a garage/dowel progress.csv into a run's result rows")
     legacy.add_argument("progress_csv")

@@ -193,6 +193,7 @@ def learner_keys(suite: Suite) -> list[RunKey]:
         RunKey(algorithm.key, family.key, seed)
         for algorithm in suite.algorithms
         for family in suite.families
+        if algorithm.runs_on(family.key)
         for seed in suite.spec.seeds
     ]
 

@@ -70,6 +70,9 @@ class AlgorithmSpec(_Strict):
     families: dict[str, AlgorithmOverride] = Field(
         default_factory=dict, description="per family id: a preset and config overrides for that family only"
     )
+    only: list[str] | None = Field(
+        None, description="run only on these family ids (default: every family of the suite), e.g. an ablation"
+    )
 
     @property
     def key(self) -> str:
@@ -144,6 +147,10 @@ class ResolvedAlgorithm:
 
     def config_for(self, family_key: str) -> Any:
         return self.configs[family_key]
+
+    def runs_on(self, family_key: str) -> bool:
+        """Whether the suite runs this algorithm on that family (``only``)."""
+        return self.spec.only is None or family_key in self.spec.only
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,10 @@ def _algorithm_configs(spec: AlgorithmSpec, family_keys: list[str], path: str) -
         return {}, [f"{path}.name: {e.args[0]}"]
     errors = [f"{path}.families.{key}: no family with this id in the suite (ids: {', '.join(family_keys)})"
               for key in spec.families if key not in family_keys]
+    errors += [f"{path}.only: no family with id {key!r} in the suite (ids: {', '.join(family_keys)})"
+               for key in spec.only or () if key not in family_keys]
+    if spec.only is not None and not spec.only:
+        errors.append(f"{path}.only: an empty list runs nothing; list family ids or leave the key out")
     errors += _check_keys(cls.Config, spec.config, f"{path}.config")
     for key, override in spec.families.items():
         errors += _check_keys(cls.Config, override.config, f"{path}.families.{key}.config")

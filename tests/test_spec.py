@@ -140,6 +140,12 @@ CASES = [
         "no family with this id in the suite (ids: bandit, point_nav)",
     ),
     Case(
+        "only_names_an_unknown_family_id",
+        lambda d: d["algorithms"][0].update(only=["point_nav", "cartpole"]),
+        ("algorithms[0].only",),
+        "no family with id 'cartpole' in the suite (ids: bandit, point_nav)",
+    ),
+    Case(
         "duplicate_family_ids",
         lambda d: d["families"].append(copy.deepcopy(d["families"][0])),
         ("families",),
@@ -367,3 +373,14 @@ def test_cli_validate_accepts_quickstart() -> None:
     assert result.returncode == 0, result.stderr
     assert "suites/quickstart.yaml: ok" in result.stdout
     assert parse_suite(quickstart()).spec_hash in result.stdout
+
+
+def test_only_restricts_an_algorithm_to_some_families():
+    from harness.runner import learner_keys
+
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["algorithms"][0]["only"] = ["point_nav"]
+    keys = learner_keys(parse_suite(data))
+    first = data["algorithms"][0].get("id") or data["algorithms"][0]["name"]
+    assert {k.family for k in keys if k.algorithm == first} == {"point_nav"}
+    assert {k.family for k in keys if k.algorithm != first} == {"bandit", "point_nav"}
