@@ -127,6 +127,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_regress(args: argparse.Namespace) -> int:
+    import shutil
+
+    from harness.executors import run_local
+    from harness.regress import compare, format_table, write_reference
+
+    try:
+        suite = load_suite(args.suite)
+        check_splits(suite)
+    except SpecError as e:
+        print(e, file=sys.stderr)
+        return 2
+    against = Path(args.against)
+    if not args.update and not (against / "tasks.json").exists():
+        return _fail(f"--against {against}: no reference results there (make them with --update)")
+    results_dir = Path(args.results or Path("results") / "regress" / suite.name)
+    if results_dir.exists():  # scratch: every regression runs the suite afresh
+        shutil.rmtree(results_dir)
+    data = yaml.safe_load(Path(args.suite).read_text())
+    outcome = run_local(suite, data, results_dir, args.workers)
+    if args.update:
+        if not outcome.ok:
+            return _fail(f"{len(outcome.failed)} run(s) failed; the reference was not updated")
+        runs = write_reference(results_dir, against)
+        print(f"reference updated: {runs} runs written to {against} (commit them)")
+        return 0
+    result = compare(results_dir, against, args.margin)
+    print(format_table(result))
+    verdict = "passed" if result.ok else "FAILED"
+    print(f"regression {verdict}: {int((result.table['status'] == 'ok').sum())}/{len(result.table)} checks within "
+          f"the reference's band (margin {args.margin}); candidate results in {results_dir}")
+    return 0 if result.ok else 1
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from harness.figures import make_figures
 
@@ -201,6 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", default=None, help="output directory (default: RESULTS_DIR/report)")
     report.add_argument("--format", default="md", help="comma-separated: md (markdown + PNGs), latex, csv")
     report.set_defaults(handler=cmd_report)
+
+    regress = commands.add_parser("regress", help="run a suite and compare it with reference results")
+    regress.add_argument("suite", help="suite YAML file (e.g. suites/ci.yaml)")
+    regress.add_argument("--against", required=True, help="reference results directory (e.g. results/reference/ci)")
+    regress.add_argument("--results", default=None, help="scratch results directory (default: results/regress/<suite>)")
+    regress.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    regress.add_argument("--margin", type=float, default=0.25,
+                         help="band widening: a fraction of the reference's learning progress (default: %(default)s)")
+    regress.add_argument("--update", action="store_true", help="write the new results as the reference instead")
+    regress.set_defaults(handler=cmd_regress)
 
     figures = commands.add_parser("figures", help="regenerate the TrMRL paper's figures from suites/paper.yaml results")
     figures.add_argument("--results", default="results/paper", help="results directory (default: %(default)s)")
