@@ -1,0 +1,632 @@
+"""MAML (Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks") for RL,
+with a TRPO outer step (the paper's, garage's ``MAMLTRPO``, ProMP's ``TRPOMAML``) or a PPO one.
+
+One iteration on a meta-batch of ``N`` tasks:
+
+1. *pre-update*: ``trials_per_task`` trials of ``exploration_episodes`` episodes per task with the
+   meta-parameters θ (the task repeated in one ``collect`` call: garage/ProMP's rollouts per task);
+2. *inner steps*: ``inner_steps`` policy-gradient steps per trial on that trial alone, with advantages
+   from a linear feature baseline fit per trial (Duan et al. 2016; rllab/garage/ProMP
+   ``LinearFeatureBaseline``): ``θ'_i = θ - inner_lr · ∇ L_inner_i``, kept differentiable in θ
+   (``create_graph=True``);
+3. *post-update*: one trial per pre-update trial with its θ'_i (detached: sampling only);
+4. *outer step* on the post-update data as a function of θ through the inner steps: TRPO (conjugate
+   gradient on the Hessian of the KL through the inner steps, backtracking line search) or PPO's
+   clipped surrogate with Adam, recomputing the adaptation at every step.
+
+Training follows the test-time protocol (DESIGN.md §5): an inner step sees exactly what ``adapt`` sees
+at evaluation, one trial of ``exploration_episodes`` episodes of its task; more rollouts per task
+(``trials_per_task``) mean more adaptations to average the outer objective over, not a bigger inner
+batch than evaluation will give (garage and ProMP pooled their 10-20 rollouts per task into one inner
+step and adapted on as many at test time, which trials of 2 episodes cannot hold). **All inner steps
+reuse that same data**, at training and at evaluation (garage re-sampled between inner steps at
+training time and could take only one step at test time, issue #2309). Steps after the first are then off-policy; the
+``likelihood_ratio`` inner objective weights them by ``π_φ(a)/π_θ(a)`` (ProMP's LVC objective), while
+``log_likelihood`` (garage, ProMP's MAML default) ignores it.
+
+Batching: per-task parameters are stacked (``[N, ...]`` per tensor) and the policy runs on every task
+at once through ``torch.func.vmap`` over ``torch.func.functional_call``. The per-task inner gradients
+come from one backward pass w.r.t. θ expanded to ``[N, ...]`` (task ``i``'s loss depends only on row
+``i``). Adapted parameters live in explicit dicts; adaptation never overwrites the module's parameters
+(garage issue #1269) — only the outer step does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.heads import sample_action
+from algorithms.ppo import gae, masked_mean, ppo_loss
+
+OUTER_STEPS = ("trpo", "ppo")
+INNER_OBJECTIVES = ("log_likelihood", "likelihood_ratio")
+Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Config:
+    """MAML hyperparameters; defaults are ProMP's MuJoCo TRPO-MAML settings (see ``presets``)."""
+
+    hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata={"doc": "units of the tanh hidden layers"})
+    init_std: float = field(default=1.0, metadata={"doc": "initial std of Gaussian actions (learned)"})
+    exploration_episodes: int = field(
+        default=1, metadata={"doc": "episodes per task the inner steps see, at training and at evaluation"}
+    )
+    trials_per_task: int = field(
+        default=1, metadata={"doc": "trials of exploration_episodes episodes per meta-batch task at training, "
+                                    "each adapted on its own (the sampler then holds tasks × trials envs)"}
+    )
+    inner_lr: float = field(default=0.1, metadata={"doc": "step size of the inner policy-gradient steps"})
+    inner_steps: int = field(default=1, metadata={"doc": "inner gradient steps, all on the same exploration data"})
+    inner_objective: str = field(
+        default="log_likelihood",
+        metadata={"doc": "'log_likelihood' (mean log π·A; garage, ProMP MAML) or 'likelihood_ratio' "
+                         "(mean π/π_sampling·A; ProMP's LVC, importance-weights steps after the first)"},
+    )
+    outer: str = field(default="trpo", metadata={"doc": "outer step: 'trpo' or 'ppo'"})
+    max_kl: float = field(default=0.01, metadata={"doc": "TRPO trust region: mean KL(old ‖ new), post-update"})
+    cg_iters: int = field(default=10, metadata={"doc": "conjugate-gradient iterations"})
+    cg_damping: float = field(default=1e-5, metadata={"doc": "added to the KL Hessian's diagonal (garage reg_coeff)"})
+    backtrack_ratio: float = field(default=0.8, metadata={"doc": "line-search step shrink factor"})
+    max_backtracks: int = field(default=15, metadata={"doc": "step sizes tried by the line search before reverting"})
+    # PPO outer step: ProMP's run_scripts/pro-mp_run_mujoco.py (learning_rate, num_promp_steps, clip_eps).
+    ppo_lr: float = field(default=1e-3, metadata={"doc": "Adam learning rate of the PPO outer step"})
+    ppo_epochs: int = field(default=5, metadata={"doc": "PPO outer steps per batch, each re-adapting"})
+    ppo_clip: float = field(default=0.3, metadata={"doc": "PPO ratio clip"})
+    discount: float = field(default=0.99, metadata={"doc": "γ within an episode"})
+    gae_lambda: float = field(default=1.0, metadata={"doc": "GAE λ over the linear baseline"})
+    normalise_advantages: bool = field(default=True, metadata={"doc": "standardise advantages per task (ProMP)"})
+    baseline_reg: float = field(default=1e-5, metadata={"doc": "ridge coefficient of the linear baseline fit"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # YAML gives lists
+        check(all(h >= 1 for h in self.hidden_sizes), "hidden_sizes", "every layer needs >= 1 unit")
+        for name in ("exploration_episodes", "trials_per_task", "inner_steps", "cg_iters", "max_backtracks",
+                     "ppo_epochs"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        for name in ("init_std", "inner_lr", "max_kl", "ppo_lr", "ppo_clip"):
+            check(getattr(self, name) > 0, name, "must be > 0")
+        for name in ("cg_damping", "baseline_reg"):
+            check(getattr(self, name) >= 0, name, "must be >= 0")
+        for name in ("discount", "gae_lambda"):
+            check(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
+        check(0 < self.backtrack_ratio < 1, "backtrack_ratio", "must be in (0, 1)")
+        check(self.outer in OUTER_STEPS, "outer", f"must be one of {', '.join(OUTER_STEPS)}")
+        check(self.inner_objective in INNER_OBJECTIVES, "inner_objective",
+              f"must be one of {', '.join(INNER_OBJECTIVES)}")
+
+
+# ProMP (Rothfuss et al. 2019), run_scripts/maml_run_mujoco.py: TRPO-MAML with MLP(64, 64) tanh, learned
+# std (init 1), LinearFeatureBaseline, 20 rollouts per task, γ 0.99, λ 1, normalised advantages, inner
+# lr 0.1, one inner step, step size (max KL) 0.01; its meta-batch (40) is the suite's
+# tasks_per_iteration. ProMP's inner step pooled the 20 rollouts (and adapted on 20 at test time); here
+# they are 20 one-episode trials per task, each adapted on its own, as evaluation does with 2-episode
+# trials (DESIGN.md §9; see the module docstring).
+_PROMP_MUJOCO: dict[str, Any] = {
+    "hidden_sizes": (64, 64), "init_std": 1.0, "exploration_episodes": 1, "trials_per_task": 20, "inner_lr": 0.1,
+    "inner_steps": 1, "inner_objective": "log_likelihood", "outer": "trpo", "max_kl": 0.01, "discount": 0.99,
+    "gae_lambda": 1.0, "normalise_advantages": True,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # DESIGN.md §9, garage's MAML-TRPO on Meta-World: MLP(128, 128) tanh, inner lr 1e-4, γ 0.99, λ 1.0,
+    # max KL 0.01, 10 rollouts per task (10 one-episode trials here; garage pooled them into one inner
+    # step and its MetaEvaluator adapted on 10 episodes: with trials of more than 10 episodes, set
+    # exploration_episodes 10 and trials_per_task 1 for that). garage's example scripts
+    # (examples/torch/maml_trpo_metaworld_ml10.py) differ: MLP(100, 100), inner lr 0.1.
+    "metaworld": {"hidden_sizes": (128, 128), "inner_lr": 1e-4, "exploration_episodes": 1, "trials_per_task": 10,
+                  "discount": 0.99, "gae_lambda": 1.0, "max_kl": 0.01, "outer": "trpo"},
+    "halfcheetah_vel": _PROMP_MUJOCO,
+    "halfcheetah_dir": _PROMP_MUJOCO,
+    "ant_dir": _PROMP_MUJOCO,
+    # Tuned here for point_nav (2 episodes per trial: adapt on 1) and bandits (tests/test_maml.py). On
+    # point_nav (100 tasks per iteration, 50 iterations) inner lr 0.05-0.1 and init std 0.5-1 adapt
+    # equally well (post-update -9.2 to -9.4 vs pre-update -15); inner lr >= 0.3 or init std 0.25 fail.
+    # At equal env steps, 100 tasks × 1 trial, 50 × 2 and 20 × 5 adapt about equally (-9.4 to -10.6).
+    "cheap": {"hidden_sizes": (32, 32), "init_std": 0.5, "exploration_episodes": 1, "trials_per_task": 1,
+              "inner_lr": 0.1, "discount": 0.99, "gae_lambda": 1.0, "max_kl": 0.01},
+}
+
+
+# --- networks ------------------------------------------------------------------------------------
+
+
+class PolicyNet(nn.Module):
+    """MLP (tanh hidden layers) to a Gaussian mean with a state-independent learned log-std (``Box``), or
+    to categorical logits (``Discrete``)."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, hidden_sizes: Sequence[int], init_std: float) -> None:
+        super().__init__()
+        if not isinstance(action_space, gym.spaces.Box | gym.spaces.Discrete):
+            raise TypeError(f"MAML supports Box and Discrete action spaces, not {action_space}")
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))  # type: ignore[attr-defined]
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.Tanh()]
+            width = hidden
+        layers.append(nn.Linear(width, self.action_dim))
+        self.body = nn.Sequential(*layers)
+        if not self.discrete:
+            self.log_std = nn.Parameter(torch.full((self.action_dim,), math.log(init_std)))
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Mean or logits ``[..., action_dim]`` of observations ``[..., obs_dim]``."""
+        return self.body(obs)
+
+
+def stack(params: Params, tasks: int) -> Params:
+    """One (expanded, not copied) row of ``params`` per task: ``[tasks, ...]`` per tensor."""
+    return {name: value.unsqueeze(0).expand(tasks, *value.shape) for name, value in params.items()}
+
+
+def policy_outputs(net: PolicyNet, params: Params, obs: Tensor) -> tuple[Tensor, Tensor | None]:
+    """The action distribution's parameters under per-task parameters.
+
+    Args:
+        net: supplies the architecture; its own parameters are not used.
+        params: stacked per-task parameters, ``[N, ...]`` per tensor.
+        obs: ``[N, T, obs_dim]``.
+
+    Returns:
+        ``(out, log_std)``: mean or logits ``[N, T, A]``; log-std ``[N, 1, A]`` (``None`` if discrete).
+    """
+    out = vmap(lambda p, o: functional_call(net, p, (o,)))(params, obs)
+    return out, (None if net.discrete else params["log_std"].unsqueeze(1))
+
+
+def log_prob_from(out: Tensor, log_std: Tensor | None, actions: Tensor) -> Tensor:
+    """Log-probabilities ``[...]`` of ``actions`` under categorical logits (``log_std is None``) or a
+    diagonal Gaussian, summed over action dimensions.
+
+    Written out rather than through ``torch.distributions``: a line-search candidate whose inner steps
+    diverge must yield a non-finite loss (and be rejected), not an argument-validation error.
+    """
+    if log_std is None:
+        return out.log_softmax(-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    z = (actions - out) * torch.exp(-log_std)
+    return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def log_prob_of(net: PolicyNet, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
+    """``[N, T]`` log-probabilities of ``actions`` under per-task parameters (stacked)."""
+    return log_prob_from(*policy_outputs(net, params, obs), actions)
+
+
+class MAMLPolicy:
+    """Acts with the meta-parameters θ on every environment, or with one adapted θ'_i per environment
+    (``stacked``: row ``i`` of the batch of environments is task ``i`` of the adaptation).
+
+    An exploring policy (``explores``) samples even when asked for deterministic actions: the inner
+    policy gradient needs the exploration noise (with ``a = μ(s)`` it vanishes).
+    """
+
+    def __init__(self, net: PolicyNet, params: Params, stacked: bool, generator: torch.Generator,
+                 explores: bool = False) -> None:
+        self.net, self.params, self.stacked, self.generator = net, params, stacked, generator
+        self.explores = explores
+
+    def reset(self, new_trial: np.ndarray) -> None:
+        pass  # memoryless: adaptation lives in the parameters
+
+    @torch.inference_mode()
+    def act(
+        self,
+        obs: np.ndarray,
+        prev_action: np.ndarray,
+        prev_reward: np.ndarray,
+        episode_start: np.ndarray,
+        deterministic: bool,
+    ) -> np.ndarray:
+        x = torch.from_numpy(obs)
+        if self.stacked:
+            tasks = next(iter(self.params.values())).shape[0]
+            if len(x) != tasks:
+                raise ValueError(f"this policy was adapted to {tasks} tasks; got {len(x)} environments")
+            out = policy_outputs(self.net, self.params, x.unsqueeze(1))[0][:, 0]
+        else:
+            out = functional_call(self.net, self.params, (x,))
+        log_std = None if self.net.discrete else self.params["log_std"]
+        deterministic = deterministic and not self.explores
+        return sample_action(out, log_std, self.net.discrete, deterministic, self.generator).numpy()  # type: ignore[arg-type]
+
+
+# --- advantages: the linear feature baseline ------------------------------------------------------
+
+
+def steps_in_episode(episode_start: np.ndarray) -> np.ndarray:
+    """``[N, T]`` int64: the index of each step within its episode (0 at every episode start)."""
+    index = np.arange(episode_start.shape[1])
+    last_start = np.maximum.accumulate(np.where(episode_start, index, 0), axis=1)
+    return index - last_start
+
+
+def baseline_features(obs: Tensor, step: Tensor) -> Tensor:
+    """rllab/garage ``LinearFeatureBaseline`` features ``[obs, obs², t, t², t³, 1]`` with ``t = step / 100``
+    and observations clipped to ±10.
+
+    Args:
+        obs: ``[N, T, obs_dim]``.
+        step: ``[N, T]``, step index within the episode.
+
+    Returns:
+        ``[N, T, 2 * obs_dim + 4]``.
+    """
+    obs = obs.clamp(-10.0, 10.0)
+    t = (step.to(obs.dtype) / 100.0).unsqueeze(-1)
+    return torch.cat([obs, obs**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)
+
+
+def fit_linear_baseline(features: Tensor, targets: Tensor, mask: Tensor, reg: float) -> Tensor:
+    """Ridge least squares per row: ``w_i = (X_iᵀX_i + reg·I)⁻¹ X_iᵀ y_i`` over the valid steps, in float64.
+
+    As rllab/garage, the ridge grows tenfold (up to 5 times) while the solution is not finite.
+
+    Args:
+        features: ``[N, T, F]``.
+        targets: ``[N, T]`` (discounted returns).
+        mask: ``[N, T]``, 1 on valid steps.
+        reg: ridge coefficient.
+
+    Returns:
+        ``[N, F]`` coefficients, in ``features``' dtype.
+    """
+    x = features.double() * mask.double().unsqueeze(-1)
+    gram = x.transpose(1, 2) @ x
+    rhs = (x.transpose(1, 2) @ targets.double().unsqueeze(-1)).squeeze(-1)
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64)
+    for _ in range(5):
+        coefficients, info = torch.linalg.solve_ex(gram + reg * eye, rhs)
+        if not info.any() and torch.isfinite(coefficients).all():
+            break
+        reg = max(reg * 10.0, 1e-8)
+    return coefficients.to(features.dtype)
+
+
+def compute_advantages(batch: TrialBatch, discount: float, gae_lambda: float, reg: float,
+                       normalise: bool) -> Tensor:
+    """``[N, T]`` GAE advantages over a linear feature baseline fit on each row's (task's) returns.
+
+    Episodes are independent for MAML (no memory): returns and GAE stop at every episode end, and the
+    baseline's time feature restarts at every episode start. Padding is zero.
+    """
+    rewards = torch.from_numpy(batch.rewards)
+    mask = torch.from_numpy(batch.valid).to(rewards.dtype)
+    cut = torch.from_numpy(batch.episode_end | ~batch.valid)
+    returns, _ = gae(rewards, torch.zeros_like(rewards), cut, discount, 1.0)  # discounted reward-to-go
+    features = baseline_features(torch.from_numpy(batch.obs).flatten(2),
+                                 torch.from_numpy(steps_in_episode(batch.episode_start)))
+    weights = fit_linear_baseline(features, returns, mask, reg)
+    values = (features @ weights.unsqueeze(-1)).squeeze(-1) * mask
+    advantages, _ = gae(rewards, values, cut, discount, gae_lambda)
+    if normalise:  # per task, as ProMP's MetaSampleProcessor
+        count = mask.sum(1, keepdim=True).clamp_min(1.0)
+        mean = (advantages * mask).sum(1, keepdim=True) / count
+        std = (((advantages - mean) ** 2 * mask).sum(1, keepdim=True) / count).sqrt()
+        advantages = (advantages - mean) / (std + 1e-8)
+    return advantages * mask
+
+
+@dataclass
+class Rollouts:
+    """One trial per row (task), as the losses read it. Tensors are ``[N, T, ...]``.
+
+    Attributes:
+        obs: ``[N, T, obs_dim]``.
+        actions: ``[N, T]`` int64 or ``[N, T, A]``.
+        mask: ``[N, T]``, 1 on valid steps.
+        advantages: ``[N, T]``.
+        log_prob: ``[N, T]``, log-probabilities under the parameters that sampled the actions.
+        out: ``[N, T, A]``, the sampling distribution's mean or logits (for the KL).
+        log_std: ``[N, 1, A]``, its log-std (``None`` if discrete).
+    """
+
+    obs: Tensor
+    actions: Tensor
+    mask: Tensor
+    advantages: Tensor
+    log_prob: Tensor
+    out: Tensor
+    log_std: Tensor | None
+
+
+def to_rollouts(net: PolicyNet, batch: TrialBatch, params: Params, config: Config) -> Rollouts:
+    """``batch`` as the losses read it: tensors, advantages, and the outputs of the stacked per-row
+    parameters ``params`` that sampled it."""
+    obs = torch.from_numpy(batch.obs).flatten(2)
+    actions = torch.from_numpy(batch.actions)
+    with torch.no_grad():
+        out, log_std = policy_outputs(net, params, obs)
+        log_prob = log_prob_from(out, log_std, actions)
+    advantages = compute_advantages(batch, config.discount, config.gae_lambda, config.baseline_reg,
+                                    config.normalise_advantages)
+    return Rollouts(obs, actions, torch.from_numpy(batch.valid).float(), advantages, log_prob, out, log_std)
+
+
+# --- losses --------------------------------------------------------------------------------------
+
+
+def inner_loss(log_prob: Tensor, sampling_log_prob: Tensor, advantages: Tensor, mask: Tensor,
+               objective: str) -> dict[str, Tensor]:
+    """The inner policy-gradient loss, summed over tasks of each task's mean over its valid steps.
+
+    The sum (not the mean) over tasks makes its gradient w.r.t. stacked per-task parameters each
+    task's own gradient. Both objectives have the vanilla policy gradient at the sampling parameters;
+    ``likelihood_ratio`` also has ProMP's low-variance curvature and importance-weights later steps.
+
+    Args:
+        log_prob: ``[N, T]``, under the parameters being adapted (differentiable).
+        sampling_log_prob: ``[N, T]``, under the parameters that sampled the data (constant).
+        advantages, mask: ``[N, T]``.
+        objective: one of ``INNER_OBJECTIVES``.
+    """
+    if objective == "log_likelihood":
+        weight = log_prob
+    else:  # padding is masked before exp: an overflow there would turn the zero gradient into NaN
+        weight = torch.where(mask > 0, log_prob - sampling_log_prob, 0.0).exp()
+    per_task = (weight * advantages * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    return {"loss_inner": -per_task.sum()}
+
+
+def surrogate_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask: Tensor) -> dict[str, Tensor]:
+    """TRPO's surrogate ``-mean(π/π_old · A)`` (Schulman et al. 2015) over valid steps; inputs ``[N, T]``."""
+    return {"loss_surrogate": -masked_mean((log_prob - old_log_prob).exp() * advantages, mask)}
+
+
+def mean_kl(old_out: Tensor, old_log_std: Tensor | None, out: Tensor, log_std: Tensor | None,
+            mask: Tensor) -> Tensor:
+    """Mean over valid steps (``mask`` ``[N, T]``) of ``KL(old ‖ new)`` between categorical (``log_std``
+    ``None``) or diagonal Gaussian action distributions, summed over action dimensions."""
+    if log_std is None or old_log_std is None:
+        old_log_p = old_out.log_softmax(-1)
+        kl = (old_log_p.exp() * (old_log_p - out.log_softmax(-1))).sum(-1)
+    else:
+        kl = (log_std - old_log_std + ((2 * old_log_std).exp() + (old_out - out) ** 2) / (2 * (2 * log_std).exp())
+              - 0.5).sum(-1)
+    return masked_mean(kl, mask)
+
+
+def adapt_parameters(net: PolicyNet, params: Params, data: Rollouts, config: Config,
+                     create_graph: bool) -> list[Params]:
+    """``config.inner_steps`` inner policy-gradient steps per task, all on ``data``.
+
+    Args:
+        net: the architecture.
+        params: stacked per-task starting parameters, ``[N, ...]`` per tensor.
+        data: the exploration trials, one row per task.
+        config: ``inner_lr``, ``inner_steps`` and ``inner_objective``.
+        create_graph: keep the steps differentiable w.r.t. ``params`` (for the meta-gradient); else
+            every step's result is a fresh leaf.
+
+    Returns:
+        The parameters after each step (``inner_steps`` dicts; the last is the adapted one).
+    """
+    trajectory = []
+    with torch.enable_grad():
+        for _ in range(config.inner_steps):
+            if not create_graph:
+                params = {k: v.detach().requires_grad_() for k, v in params.items()}
+            log_prob = log_prob_of(net, params, data.obs, data.actions)
+            loss = inner_loss(log_prob, data.log_prob, data.advantages, data.mask, config.inner_objective)
+            grads = torch.autograd.grad(loss["loss_inner"], list(params.values()), create_graph=create_graph)
+            params = {k: v - config.inner_lr * g for (k, v), g in zip(params.items(), grads, strict=True)}
+            trajectory.append(params if create_graph else {k: v.detach() for k, v in params.items()})
+    return trajectory
+
+
+def meta_objective(net: PolicyNet, theta: Params, pre: Rollouts, post: Rollouts, config: Config,
+                   create_graph: bool) -> dict[str, Tensor]:
+    """The TRPO outer objective as a function of θ through the inner steps.
+
+    Args:
+        theta: the meta-parameters (unstacked).
+        pre: pre-update trials (the inner steps' data), one row per task.
+        post: post-update trials, sampled by the adapted parameters; ``post.log_prob``, ``post.out``
+            and ``post.log_std`` are the old post-update policy's.
+        create_graph: differentiable w.r.t. θ (for gradients and Hessian-vector products).
+
+    Returns:
+        ``loss_surrogate`` and ``kl`` (mean KL(old post-update policy ‖ post-update policy from θ)).
+    """
+    adapted = adapt_parameters(net, stack(theta, pre.obs.shape[0]), pre, config, create_graph)[-1]
+    with torch.set_grad_enabled(create_graph):
+        out, log_std = policy_outputs(net, adapted, post.obs)
+        log_prob = log_prob_from(out, log_std, post.actions)
+        terms = surrogate_loss(log_prob, post.log_prob, post.advantages, post.mask)
+        terms["kl"] = mean_kl(post.out, post.log_std, out, log_std, post.mask)
+    return terms
+
+
+# --- the TRPO step -------------------------------------------------------------------------------
+
+
+def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int,
+                       residual_tol: float = 1e-10) -> Tensor:
+    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``x ↦ A x``."""
+    x = torch.zeros_like(b)
+    r, p = b.clone(), b.clone()
+    rr = r @ r
+    for _ in range(iters):
+        if rr < residual_tol:
+            break
+        ap = matvec(p)
+        alpha = rr / (p @ ap + 1e-12)
+        x += alpha * p
+        r -= alpha * ap
+        rr_next = r @ r
+        p = r + (rr_next / rr) * p
+        rr = rr_next
+    return x
+
+
+def _natural_step(parameters: list[nn.Parameter], terms: dict[str, Tensor], max_kl: float, cg_iters: int,
+                  cg_damping: float) -> tuple[float, Tensor]:
+    """``(loss, step)``: the trust-region step at the KL bound; the higher-order graph dies on return."""
+    grads = parameters_to_vector(torch.autograd.grad(terms["loss_surrogate"], parameters, retain_graph=True))
+    kl_grads = parameters_to_vector(torch.autograd.grad(terms["kl"], parameters, create_graph=True))
+
+    def hessian_vector(v: Tensor) -> Tensor:
+        hv = torch.autograd.grad(kl_grads @ v, parameters, retain_graph=True)
+        return parameters_to_vector(hv).detach() + cg_damping * v
+
+    direction = conjugate_gradient(hessian_vector, -grads.detach(), cg_iters)
+    curvature = float(direction @ hessian_vector(direction))
+    return float(terms["loss_surrogate"].detach()), math.sqrt(2.0 * max_kl / (curvature + 1e-8)) * direction
+
+
+def trpo_step(parameters: list[nn.Parameter], objective: Callable[[bool], dict[str, Tensor]], max_kl: float,
+              cg_iters: int, cg_damping: float, backtrack_ratio: float, max_backtracks: int) -> dict[str, float]:
+    """One TRPO step (Schulman et al. 2015) on ``parameters``, in place.
+
+    The direction solves ``(H + damping·I) s = -g`` by conjugate gradient, ``H`` the Hessian of the KL
+    (Hessian-vector products by double backward), scaled to the trust region ``½ sᵀHs = max_kl``. The
+    line search shrinks it by ``backtrack_ratio`` (``max_backtracks`` sizes in all) until the loss improves
+    and the KL is within ``max_kl``; otherwise the parameters are restored (garage's
+    ``ConjugateGradientOptimizer``).
+
+    Args:
+        parameters: updated in place.
+        objective: ``create_graph ↦ {"loss_surrogate", "kl"}`` at the current parameters.
+
+    Returns:
+        ``loss_surrogate_before/after``, ``kl`` (after), ``line_search_backtracks``, ``step_accepted``.
+    """
+    loss_before, step = _natural_step(parameters, objective(True), max_kl, cg_iters, cg_damping)
+    old = parameters_to_vector(parameters).detach().clone()
+    for backtracks in range(max_backtracks):
+        vector_to_parameters(old + backtrack_ratio**backtracks * step, parameters)
+        with torch.no_grad():  # the inner steps enable gradients for themselves
+            after = objective(False)
+        loss_after, kl = float(after["loss_surrogate"]), float(after["kl"])
+        if math.isfinite(loss_after) and loss_after < loss_before and kl <= max_kl:
+            return {"loss_surrogate_before": loss_before, "loss_surrogate_after": loss_after, "kl": kl,
+                    "line_search_backtracks": float(backtracks), "step_accepted": 1.0}
+    vector_to_parameters(old, parameters)
+    return {"loss_surrogate_before": loss_before, "loss_surrogate_after": loss_before, "kl": 0.0,
+            "line_search_backtracks": float(max_backtracks), "step_accepted": 0.0}
+
+
+# --- the learner ---------------------------------------------------------------------------------
+
+
+@register("maml")
+class MAML:
+    """MAML with a TRPO or PPO outer step; see the module docstring. Runs on the CPU (``device`` is
+    accepted for the learner protocol): its networks are small and its batches come from the sampler."""
+
+    Config = Config
+    presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+
+    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str = "cpu") -> None:
+        check(config.exploration_episodes < env.episodes_per_trial, "exploration_episodes",
+              f"must be < episodes_per_trial ({env.episodes_per_trial}): evaluation adapts after "
+              "exploration_episodes and runs the rest of the trial adapted")
+        self.env = env
+        self.config = config
+        self.device = device
+        self.exploration_episodes: int | None = config.exploration_episodes
+        obs_dim = int(np.prod(env.observation_space.shape))
+        torch_seed = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
+            self.net = PolicyNet(obs_dim, env.action_space, config.hidden_sizes, config.init_std)
+        self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.ppo_lr)  # the PPO outer step's
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
+        self.iterations = 0
+
+    def _theta(self) -> Params:
+        return dict(self.net.named_parameters())
+
+    def exploration_policy(self) -> Policy:
+        return MAMLPolicy(self.net, self._theta(), stacked=False, generator=self.generator, explores=True)
+
+    def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
+        """Run the inner steps from ``policy``'s parameters on the exploration trials (one row per task),
+        all steps on that same data; returns a policy for those tasks, in that order. Touches neither
+        the learner nor ``policy``."""
+        if not isinstance(policy, MAMLPolicy):
+            raise TypeError(f"MAML adapts its own policies, not {type(policy).__name__}")
+        start = {k: v.detach() for k, v in policy.params.items()}
+        if not policy.stacked:
+            start = stack(start, exploration.num_tasks)
+        data = to_rollouts(self.net, exploration, start, self.config)
+        adapted = adapt_parameters(self.net, start, data, self.config, create_graph=False)[-1]
+        return MAMLPolicy(self.net, adapted, stacked=True, generator=self.generator)
+
+    def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
+        cfg = self.config
+        rows = [task for task in tasks for _ in range(cfg.trials_per_task)]  # one adaptation per row
+        theta = stack({name: v.detach() for name, v in self._theta().items()}, len(rows))
+        pre_batch = sampler.collect(self.exploration_policy(), rows, cfg.exploration_episodes)
+        pre = to_rollouts(self.net, pre_batch, theta, cfg)
+        adapted = adapt_parameters(self.net, theta, pre, cfg, create_graph=False)[-1]
+        post_batch = sampler.collect(MAMLPolicy(self.net, adapted, True, self.generator), rows,
+                                     cfg.exploration_episodes)
+        post = to_rollouts(self.net, post_batch, adapted, cfg)
+
+        def objective(create_graph: bool) -> dict[str, Tensor]:
+            return meta_objective(self.net, self._theta(), pre, post, cfg, create_graph)
+
+        parameters = list(self.net.parameters())
+        if cfg.outer == "trpo":
+            logs = trpo_step(parameters, objective, cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.backtrack_ratio,
+                             cfg.max_backtracks)
+        else:
+            logs = self._ppo_outer_step(pre, post, parameters)
+            after = objective(False)
+            logs.update(loss_surrogate_after=float(after["loss_surrogate"]), kl=float(after["kl"]))
+        self.iterations += 1
+        logs["pre_update_return"] = float(pre_batch.episode_returns.mean())
+        logs["post_update_return"] = float(post_batch.episode_returns.mean())
+        if not self.net.discrete:
+            logs["action_std"] = float(self.net.log_std.detach().exp().mean())
+        return logs
+
+    def _ppo_outer_step(self, pre: Rollouts, post: Rollouts, parameters: list[nn.Parameter]) -> dict[str, float]:
+        """``ppo_epochs`` Adam steps on the clipped surrogate (ProMP's, without its inner-step KL
+        penalty), each re-adapting from the current θ."""
+        cfg = self.config
+        zeros = torch.zeros_like(post.mask)
+        logs: dict[str, float] = {}
+        for _ in range(cfg.ppo_epochs):
+            adapted = adapt_parameters(self.net, stack(self._theta(), pre.obs.shape[0]), pre, cfg,
+                                       create_graph=True)[-1]
+            log_prob = log_prob_of(self.net, adapted, post.obs, post.actions)
+            terms = ppo_loss(log_prob, post.log_prob, post.advantages, zeros, zeros, zeros, post.mask, cfg.ppo_clip,
+                             value_coef=0.0, entropy_coef=0.0)
+            loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
+            self.optimiser.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[union-attr]
+            self.optimiser.step()
+            logs.setdefault("loss_surrogate_before", float(loss.detach()))  # the clip is inactive at the first step
+            logs.update(approx_kl=float(terms["approx_kl"]), clip_fraction=float(terms["clip_fraction"]))
+        return logs
+
+    def state_dict(self) -> dict[str, Any]:
+        config = asdict(self.config)
+        config["hidden_sizes"] = list(config["hidden_sizes"])
+        return {
+            "config": config,
+            "net": self.net.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "generator": self.generator.get_state(),
+            "iterations": self.iterations,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.generator.set_state(state["generator"])
+        self.iterations = int(state["iterations"])

@@ -1,0 +1,118 @@
+"""MAML-TRPO training throughput on ``halfcheetah_vel``, with the simulator's share measured in the same process.
+
+Run with ``pytest benchmarks/test_maml_throughput.py --benchmark-only -s``.
+
+One round is one ``train_iteration`` of the ``halfcheetah_vel`` preset on 20 tasks with 200-step episodes,
+``trials_per_task`` (rollouts per task) reduced from 20 to 2 so that a round takes a few seconds: a fixed
+batch of 2 (pre- and post-update) × 20 tasks × 2 one-episode trials × 200 steps = 16k env steps, then
+the TRPO step (10 conjugate-gradient Hessian-vector products through the inner step, and the line
+search) over the 40 adaptations.
+The baseline is a bare ``gymnasium.vector.SyncVectorEnv`` of 20 ``HalfCheetah-v5`` stepping the same
+16k env steps with pre-drawn random actions. Rounds of the two alternate (pedantic's untimed setup), so
+both see the same load; each side's best round is its figure.
+
+Reported (``extra_info`` and printed): seconds per 10k env steps of a whole iteration, the same for its
+sampling alone, the update's seconds, and the simulator's share (bare-simulator seconds for the
+iteration's env steps / the iteration's seconds). PyTorch runs one thread, as in the harness's
+workers. Nothing is asserted about wall-clock time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from algorithms.base import MetaEnvInfo, Policy, Task, TrialBatch
+from algorithms.maml import MAML, PRESETS, Config
+from harness import seeding
+from harness.rollout import Sampler
+from harness.tasks import family_class, make_split
+
+TASKS, TRIALS_PER_TASK, STEPS, ROUNDS = 20, 2, 200, 3
+ENV_STEPS = 2 * TASKS * TRIALS_PER_TASK * STEPS  # pre- and post-update one-episode trials of one iteration
+
+
+class BareVectorEnv:
+    """``SyncVectorEnv`` of ``TASKS`` ``HalfCheetah-v5`` over pre-drawn random actions; ``seconds`` per run."""
+
+    def __init__(self) -> None:
+        self.envs = gym.vector.SyncVectorEnv([lambda: gym.make("HalfCheetah-v5") for _ in range(TASKS)])
+        space = self.envs.action_space
+        self.actions = np.random.default_rng(0).uniform(space.low, space.high, (ENV_STEPS // TASKS, *space.shape))
+        self.actions = self.actions.astype(np.float32)
+        self.seconds: list[float] = []
+
+    def run(self) -> None:
+        self.envs.reset(seed=len(self.seconds))
+        start = time.perf_counter()
+        for action in self.actions:
+            self.envs.step(action)
+        self.seconds.append(time.perf_counter() - start)
+
+
+class TimedSampler:
+    """The harness sampler, timing its ``collect`` calls."""
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+        self.seconds = 0.0
+
+    def collect(self, policy: Policy, tasks: Sequence[Task], episodes_per_trial: int,
+                deterministic: bool = False) -> TrialBatch:
+        start = time.perf_counter()
+        batch = self.sampler.collect(policy, tasks, episodes_per_trial, deterministic)
+        self.seconds += time.perf_counter() - start
+        return batch
+
+
+@pytest.fixture
+def one_torch_thread() -> Any:
+    """One intra-op thread, as the harness's workers run (``harness.runner.execute``): with two threads on
+    a loaded 2-core machine, the many small per-step policy calls slow sampling several-fold."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_maml_trpo_iteration_vs_bare_vector_env(benchmark: Any) -> None:
+    cls = family_class("halfcheetah_vel")
+    family = cls(cls.Params())
+    tasks = make_split(family, "bench", {"train": TASKS}, lambda split: seeding.generator(0, "bench", split))["train"]
+    sampler = TimedSampler(Sampler(family, seeding.generator(0, "bench", "sampler")))
+    env = MetaEnvInfo(sampler.sampler.observation_space, sampler.sampler.action_space, 2, family.max_episode_steps)
+    learner = MAML(env, Config(**{**PRESETS["halfcheetah_vel"], "trials_per_task": TRIALS_PER_TASK}), seed=0)
+    bare = BareVectorEnv()
+    rounds: list[dict[str, float]] = []
+
+    def iteration() -> None:
+        steps_before, sampler.seconds = sampler.sampler.env_steps, 0.0
+        start = time.perf_counter()
+        learner.train_iteration(sampler, tasks)
+        seconds = time.perf_counter() - start
+        assert sampler.sampler.env_steps - steps_before == ENV_STEPS
+        rounds.append({"seconds": seconds, "sampling": sampler.seconds, "update": seconds - sampler.seconds})
+
+    benchmark.pedantic(iteration, setup=bare.run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    best = min(rounds, key=lambda r: r["seconds"])
+    bare_seconds = min(bare.seconds)
+    per_10k = 1e4 / ENV_STEPS
+    benchmark.extra_info.update(
+        env_steps_per_iteration=ENV_STEPS,
+        s_per_10k_env_steps=round(best["seconds"] * per_10k, 3),
+        sampling_s_per_10k_env_steps=round(best["sampling"] * per_10k, 3),
+        update_s=round(best["update"], 3),
+        bare_vector_s_per_10k_env_steps=round(bare_seconds * per_10k, 3),
+        simulator_share=round(bare_seconds / best["seconds"], 3),
+    )
+    print(f"\nMAML-TRPO halfcheetah_vel, {TASKS} tasks × {TRIALS_PER_TASK} trials × {STEPS} steps, pre + post "
+          f"({ENV_STEPS} env steps): {best['seconds'] * per_10k:.2f} s per 10k env steps (sampling "
+          f"{best['sampling'] * per_10k:.2f} s, update {best['update']:.2f} s per iteration); bare SyncVectorEnv "
+          f"{bare_seconds * per_10k:.2f} s per 10k env steps; simulator share {bare_seconds / best['seconds']:.2f}")
