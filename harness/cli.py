@@ -52,10 +52,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{path}:\n" + "\n".join(f"  {line}" for line in errors), file=sys.stderr)
             status = 2
             continue
-        runs = len(suite.algorithms) * len(suite.families) * len(suite.spec.seeds)
-        print(f"{path}: ok — {runs} learner runs ({len(suite.algorithms)} algorithms × {len(suite.families)} "
-              f"families × {len(suite.spec.seeds)} seeds), splits drawn and environments built, "
-              f"spec hash {suite.spec_hash}")
+        from harness.runner import learner_keys
+
+        runs = len(learner_keys(suite))
+        grid = len(suite.algorithms) * len(suite.families) * len(suite.spec.seeds)
+        shape = f"{len(suite.algorithms)} algorithms × {len(suite.families)} families × {len(suite.spec.seeds)} seeds"
+        print(f"{path}: ok — {runs} learner runs ({shape}" + (", some restricted by `only`" if runs < grid else "")
+              + f"), splits drawn and environments built, spec hash {suite.spec_hash}")
     return status
 
 

@@ -51,7 +51,8 @@ def _format_seconds(seconds: float) -> str:
 class Progress:
     """A one-line view of a suite's progress read from the runs' manifests."""
 
-    def __init__(self, results_dir: Path, keys: list[RunKey], budgets: dict[str, int], stream: TextIO) -> None:
+    def __init__(self, results_dir: Path, keys: list[RunKey], budgets: dict[tuple[str, str], int],
+                 stream: TextIO) -> None:  # fmt: skip
         self.stores = [RunStore(results_dir, k) for k in keys if k.kind == "learner"]
         self.budgets = budgets
         self.total_runs = len(keys)
@@ -61,11 +62,11 @@ class Progress:
         self.last_print = 0.0
 
     def line(self, finished: int, failed: int) -> str:
-        total_steps = sum(self.budgets[s.key.family] for s in self.stores)
+        total_steps = sum(self.budgets[(s.key.algorithm, s.key.family)] for s in self.stores)
         done_steps = 0
         for store in self.stores:
             manifest = store.manifest() or {}
-            budget = self.budgets[store.key.family]
+            budget = self.budgets[(store.key.algorithm, store.key.family)]
             done_steps += budget if manifest.get("status") == DONE else min(manifest.get("env_steps", 0), budget)
         elapsed = time.monotonic() - self.started
         fraction = done_steps / total_steps if total_steps else 1.0
@@ -132,7 +133,7 @@ def run_local(
                          if k not in {c.key for c in contexts}]
     for key in previously_failed:
         outcome.failed[key] = (RunStore(results_dir, key).manifest() or {}).get("error") or "failed earlier"
-    budgets = {f.key: f.env_steps for f in suite.families}
+    budgets = {(a.key, f.key): a.budget(f)[0] for a in suite.algorithms for f in suite.families}
     progress = Progress(results_dir, [c.key for c in contexts], budgets, stream)
     stream.write(f"{suite.name}: {len(contexts)} runs ({workers} worker{'s' if workers > 1 else ''}) → {results_dir}\n")
 

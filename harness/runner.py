@@ -104,7 +104,7 @@ def run_learner(
     else:
         store.truncate_rows(-1)  # rows without a checkpoint were never committed
 
-    budget, every = family.env_steps, family.eval_every_env_steps
+    budget, every = algorithm.budget(family)
     eval_samplers = _EvalSamplers(suite, family, key.seed)
     pending: list[dict[str, Any]] = []  # training diagnostics since the last write
     started = time.monotonic() - counters["wall_s"]

@@ -60,6 +60,11 @@ class FamilySpec(_Strict):
 class AlgorithmOverride(_Strict):
     preset: str | None = Field(None, description="preset for this family (replaces the entry's preset)")
     config: dict[str, Any] = Field(default_factory=dict, description="overrides on top of the entry's config")
+    env_steps: PositiveInt | None = Field(
+        None, description="this algorithm's training budget on this family (default: the family's); e.g. an "
+        "off-policy learner that needs far fewer env steps"
+    )
+    eval_every_env_steps: PositiveInt | None = Field(None, description="default: the family's")
 
 
 class AlgorithmSpec(_Strict):
@@ -147,6 +152,13 @@ class ResolvedAlgorithm:
 
     def config_for(self, family_key: str) -> Any:
         return self.configs[family_key]
+
+    def budget(self, family: ResolvedFamily) -> tuple[int, int]:
+        """``(env_steps, eval_every_env_steps)`` of this algorithm's runs on ``family``."""
+        override = self.spec.families.get(family.key)
+        env_steps = (override.env_steps if override else None) or family.env_steps
+        every = (override.eval_every_env_steps if override else None) or family.eval_every_env_steps
+        return env_steps, every
 
     def runs_on(self, family_key: str) -> bool:
         """Whether the suite runs this algorithm on that family (``only``)."""
@@ -373,6 +385,11 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         errors += problems
         if not problems:
             algorithms.append(ResolvedAlgorithm(spec=entry, configs=configs))
+        for family in families:
+            override = entry.families.get(family.key)
+            if override and override.env_steps and override.env_steps < family.steps_per_iteration:
+                errors.append(f"algorithms[{i}].families.{family.key}.env_steps: {override.env_steps} cannot hold one "
+                              f"iteration of {family.key} ({family.steps_per_iteration} env steps)")
 
     for key in _duplicates([f.key for f in spec.families]):
         errors.append(f"families: duplicate id {key!r} (give entries distinct `id`s)")

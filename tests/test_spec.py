@@ -146,6 +146,12 @@ CASES = [
         "no family with id 'cartpole' in the suite (ids: bandit, point_nav)",
     ),
     Case(
+        "algorithm_budget_below_one_iteration",
+        lambda d: d["algorithms"][0]["families"]["point_nav"].update(env_steps=100),
+        ("algorithms[0].families.point_nav.env_steps",),
+        "100 cannot hold one iteration of point_nav",
+    ),
+    Case(
         "duplicate_family_ids",
         lambda d: d["families"].append(copy.deepcopy(d["families"][0])),
         ("families",),
@@ -269,7 +275,7 @@ def test_quickstart_is_valid() -> None:
     suite = load_suite(QUICKSTART)
     assert suite.name == "quickstart"
     assert [f.key for f in suite.families] == ["bandit", "point_nav"]
-    assert [a.key for a in suite.algorithms] == ["rl2", "trmrl"]
+    assert [a.key for a in suite.algorithms] == ["rl2", "trmrl", "maml", "pearl"]
     assert suite.spec.seeds == [0, 1, 2]
     check_splits(suite)  # the splits it asks for can be drawn
 
