@@ -124,8 +124,9 @@ def summarise(
         test = asymptotes[asymptotes["split"] == "test"]
         norm = metrics.normalised(test[test["kind"] == "learner"], test)
         if not norm.empty:
-            matrices = metrics.score_matrices(norm)
-            normalised_families = sorted(set(norm["family"]))
+            # the families every algorithm ran on: the bootstrap is stratified by family
+            normalised_families = sorted(set.intersection(*(set(g["family"]) for _, g in norm.groupby("algorithm"))))
+            matrices = metrics.score_matrices(norm, normalised_families)
             if matrices:
                 aggregate = pd.concat([metrics.interval_estimates(matrices, "iqm", reps),
                                        metrics.interval_estimates(matrices, "mean", reps)], ignore_index=True)
