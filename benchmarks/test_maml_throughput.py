@@ -20,15 +20,13 @@ workers. Nothing is asserted about wall-clock time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import pytest
 import torch
+from baselines import BareVectorEnv, TimedSampler
 
-from algorithms.base import MetaEnvInfo, Policy, Task, TrialBatch
+from algorithms.base import MetaEnvInfo
 from algorithms.maml import MAML, PRESETS, Config
 from harness import seeding
 from harness.rollout import Sampler
@@ -36,39 +34,6 @@ from harness.tasks import family_class, make_split
 
 TASKS, TRIALS_PER_TASK, STEPS, ROUNDS = 20, 2, 200, 3
 ENV_STEPS = 2 * TASKS * TRIALS_PER_TASK * STEPS  # pre- and post-update one-episode trials of one iteration
-
-
-class BareVectorEnv:
-    """``SyncVectorEnv`` of ``TASKS`` ``HalfCheetah-v5`` over pre-drawn random actions; ``seconds`` per run."""
-
-    def __init__(self) -> None:
-        self.envs = gym.vector.SyncVectorEnv([lambda: gym.make("HalfCheetah-v5") for _ in range(TASKS)])
-        space = self.envs.action_space
-        self.actions = np.random.default_rng(0).uniform(space.low, space.high, (ENV_STEPS // TASKS, *space.shape))
-        self.actions = self.actions.astype(np.float32)
-        self.seconds: list[float] = []
-
-    def run(self) -> None:
-        self.envs.reset(seed=len(self.seconds))
-        start = time.perf_counter()
-        for action in self.actions:
-            self.envs.step(action)
-        self.seconds.append(time.perf_counter() - start)
-
-
-class TimedSampler:
-    """The harness sampler, timing its ``collect`` calls."""
-
-    def __init__(self, sampler: Sampler) -> None:
-        self.sampler = sampler
-        self.seconds = 0.0
-
-    def collect(self, policy: Policy, tasks: Sequence[Task], episodes_per_trial: int,
-                deterministic: bool = False) -> TrialBatch:
-        start = time.perf_counter()
-        batch = self.sampler.collect(policy, tasks, episodes_per_trial, deterministic)
-        self.seconds += time.perf_counter() - start
-        return batch
 
 
 @pytest.fixture
@@ -89,7 +54,7 @@ def test_maml_trpo_iteration_vs_bare_vector_env(benchmark: Any) -> None:
     sampler = TimedSampler(Sampler(family, seeding.generator(0, "bench", "sampler")))
     env = MetaEnvInfo(sampler.sampler.observation_space, sampler.sampler.action_space, 2, family.max_episode_steps)
     learner = MAML(env, Config(**{**PRESETS["halfcheetah_vel"], "trials_per_task": TRIALS_PER_TASK}), seed=0)
-    bare = BareVectorEnv()
+    bare = BareVectorEnv(TASKS, ENV_STEPS // TASKS)
     rounds: list[dict[str, float]] = []
 
     def iteration() -> None:

@@ -24,11 +24,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import torch
+from baselines import BareVectorEnv, TimedSampler
 
-from algorithms.base import MetaEnvInfo, Policy, Task, TrialBatch
+from algorithms.base import MetaEnvInfo
 from algorithms.pearl import PEARL, PRESETS, Config
 from harness import seeding
 from harness.rollout import Sampler
@@ -36,38 +35,6 @@ from harness.tasks import family_class, make_split
 
 TASKS, ROUNDS, GRADIENT_STEPS = 5, 3, 10
 PRESET = "halfcheetah_vel"
-
-
-class BareVectorEnv:
-    """``SyncVectorEnv`` of ``TASKS`` ``HalfCheetah-v5`` over pre-drawn random actions; ``seconds`` per run."""
-
-    def __init__(self, steps_per_env: int) -> None:
-        self.envs = gym.vector.SyncVectorEnv([lambda: gym.make("HalfCheetah-v5") for _ in range(TASKS)])
-        space = self.envs.action_space
-        self.actions = np.random.default_rng(0).uniform(space.low, space.high, (steps_per_env, *space.shape))
-        self.actions = self.actions.astype(np.float32)
-        self.seconds: list[float] = []
-
-    def run(self) -> None:
-        self.envs.reset(seed=len(self.seconds))
-        start = time.perf_counter()
-        for action in self.actions:
-            self.envs.step(action)
-        self.seconds.append(time.perf_counter() - start)
-
-
-class TimedSampler:
-    """The harness sampler, timing its ``collect`` calls."""
-
-    def __init__(self, sampler: Sampler) -> None:
-        self.sampler, self.seconds = sampler, 0.0
-
-    def collect(self, policy: Policy, tasks: list[Task], episodes_per_trial: int,
-                deterministic: bool = False) -> TrialBatch:
-        start = time.perf_counter()
-        batch = self.sampler.collect(policy, tasks, episodes_per_trial, deterministic)
-        self.seconds += time.perf_counter() - start
-        return batch
 
 
 def test_pearl_iteration_vs_bare_vector_env(benchmark: Any) -> None:
@@ -89,7 +56,7 @@ def _measure(benchmark: Any) -> None:
     learner = PEARL(info, config, seed=0)
     learner.train_iteration(sampler, tasks)  # initial data for every task: rounds then collect the same
     steps_per_task = config.prior_env_steps + config.posterior_env_steps + config.extra_rl_env_steps
-    bare = BareVectorEnv(steps_per_task)
+    bare = BareVectorEnv(TASKS, steps_per_task)
     rounds: list[dict[str, float]] = []
 
     def iteration() -> None:
