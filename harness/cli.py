@@ -63,8 +63,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.executors import run_local
-    from harness.store import SuiteMismatchError
+    from harness.executors import MissingRayError, run_local, run_ray
+    from harness.store import LockedError, SuiteMismatchError
 
     try:
         suite = load_suite(args.suite)
@@ -74,20 +74,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if args.workers is not None and args.workers < 1:
         return _fail("--workers: must be >= 1")
+    if args.max_retries is not None and args.max_retries < 0:
+        return _fail("--max-retries: must be >= 0")
+    if args.executor == "ray" and args.workers is not None:
+        return _fail("--workers: applies to --executor local; on Ray, runs ask for their algorithm's `resources`")
+    if args.executor == "local" and args.address is not None:
+        return _fail("--address: applies to --executor ray")
     results_dir = Path(args.results or Path("results") / suite.name)
     data = yaml.safe_load(Path(args.suite).read_text())
     try:
-        outcome = run_local(suite, data, results_dir, args.workers, args.retry_failed)
-    except SuiteMismatchError as e:
+        if args.executor == "ray":
+            outcome = run_ray(suite, data, results_dir, args.address, args.retry_failed, max_retries=args.max_retries)
+        else:
+            outcome = run_local(suite, data, results_dir, args.workers, args.retry_failed, max_retries=args.max_retries)
+    except LockedError as e:
+        return _fail(f"{e}; wait for it to finish, or choose another --results directory")
+    except (SuiteMismatchError, MissingRayError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
-        print("\ninterrupted: finished runs are kept; run the same command again to resume the others",
-              file=sys.stderr)
+        print("\ninterrupted: finished runs are kept and running ones checkpointed; run the same command again "
+              "to resume them", file=sys.stderr)
         return 130
-    print(f"{len(outcome.done)} runs finished, {len(outcome.skipped)} already done, {len(outcome.failed)} failed")
+    print(f"{len(outcome.done)} runs finished, {len(outcome.skipped)} already done, {len(outcome.failed)} failed"
+          + (f", {sum(outcome.retries.values())} retries" if outcome.retries else ""))
     for key, error in outcome.failed.items():
         last = error.strip().splitlines()[-1] if error.strip() else "unknown error"
         print(f"  FAILED {key.label}: {last}")
+    for key, error in outcome.locked.items():
+        print(f"  NOT RUN {key.label}: {error}; run the command again once it is finished")
+    for key in outcome.interrupted:
+        print(f"  INTERRUPTED {key.label}: stopped by a signal after a checkpoint; run the command again to resume")
     if outcome.failed:
         print(f"tracebacks are in the runs' manifest.json files under {results_dir}/runs; "
               "`--retry-failed` runs them again")
@@ -223,6 +239,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     run.add_argument("--results", default=None, help="results directory (default: results/<suite name>)")
     run.add_argument("--retry-failed", action="store_true", help="run again the runs marked failed")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local worker processes (default), or Ray tasks on a cluster (needs the `ray` extra)")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster address (`auto`: the cluster started on this machine; default: a new local "
+                     "Ray instance)")
+    run.add_argument("--max-retries", type=int, default=None,
+                     help="retries of a failed run from its checkpoint (default: the suite's execution.max_retries)")
     run.set_defaults(handler=cmd_run)
 
     validate = commands.add_parser("validate", help="check suite files without running anything")

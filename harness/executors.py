@@ -1,24 +1,40 @@
-"""Running a suite's grid of runs: the local process pool (default) and its progress display.
+"""Running a suite's grid of runs: in this process, in a local pool of worker processes (default), or
+as Ray tasks on a cluster; retries, interrupts and the progress display.
 
-Each run is independent and writes only its own directory, so runs can execute in any order and in
-any number of processes; the driver reads progress back from the runs' manifests.
+Each run is independent and writes only its own directory, so runs can execute in any order, in any
+number of processes and on any machine that sees the results directory; the driver reads progress back
+from the runs' manifests. One driver loop serves every backend, so they share their guarantees:
+
+* a run that raises, or whose worker dies, is retried ``execution.max_retries`` times from its last
+  checkpoint, then marked ``failed`` with its traceback, and the other runs go on;
+* SIGINT/SIGTERM to the driver asks every running run to checkpoint at the end of its current iteration
+  and stop (a second Ctrl-C stops at once); the same command resumes them;
+* one driver at a time per results directory (a lock), and one writer at a time per run.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections import Counter, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
-from harness.runner import RunContext, execute, learner_keys, reference_keys
+from harness.runner import LOCKED, RunContext, execute, learner_keys, reference_keys
 from harness.spec import Suite
 from harness.splits import build_splits, splits_payload
-from harness.store import DONE, FAILED, RunKey, RunStore, init_suite_dir
+from harness.store import DONE, FAILED, INTERRUPTED, RunKey, RunStore, exclusive_lock, init_suite_dir
+
+#: Seconds the driver waits, after SIGINT/SIGTERM, for running runs to checkpoint and stop.
+STOP_GRACE_S = 120.0
 
 
 @dataclass
@@ -28,10 +44,13 @@ class SuiteOutcome:
     done: list[RunKey] = field(default_factory=list)
     skipped: list[RunKey] = field(default_factory=list)
     failed: dict[RunKey, str] = field(default_factory=dict)
+    locked: dict[RunKey, str] = field(default_factory=dict)  # being written by another process: untouched
+    interrupted: list[RunKey] = field(default_factory=list)
+    retries: Counter[RunKey] = field(default_factory=Counter)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.locked and not self.interrupted
 
 
 def _format_steps(steps: float) -> str:
@@ -80,11 +99,11 @@ class Progress:
         if not force and now - self.last_print < (1.0 if self.tty else 15.0):
             return
         self.last_print = now
-        text = self.line(finished, failed)
-        if self.tty:
-            self.stream.write("\r\033[K" + text + ("\n" if force else ""))
-        else:
-            self.stream.write(text + "\n")
+        self.message(self.line(finished, failed), end="\n" if force else "")
+
+    def message(self, text: str, end: str = "\n") -> None:
+        """A line of its own (a retry, a warning); on a terminal it replaces the progress line."""
+        self.stream.write(("\r\033[K" + text + end) if self.tty else (text + "\n"))
         self.stream.flush()
 
 
@@ -98,18 +117,360 @@ def prepare(suite: Suite, suite_data: dict[str, Any], results_dir: Path, retry_f
         manifest = RunStore(results_dir, key).manifest() or {}
         if manifest.get("status") == FAILED and not retry_failed:
             continue
-        contexts.append(RunContext(suite_data, str(results_dir), key, suite.spec_hash, payload["hash"]))
+        # A run uses as many torch threads as the cores it asks for (resources.cpus, default 1), not as
+        # many as the machine has: N one-core workers on N cores must not start N×N threads.
+        threads = 1 if key.kind == "reference" else suite.algorithm(key.algorithm).spec.resources.cpus
+        contexts.append(RunContext(suite_data, str(results_dir), key, suite.spec_hash, payload["hash"], threads))
     return contexts
+
+
+class _Backend(Protocol):
+    """Where runs execute. ``poll`` returns the results of finished attempts (``execute``'s dicts)."""
+
+    def capacity(self) -> int: ...
+    def submit(self, context: RunContext) -> None: ...
+    def poll(self, timeout: float) -> list[tuple[RunContext, dict[str, Any]]]: ...
+    def busy(self) -> int: ...
+    def request_stop(self) -> None: ...
+    def close(self, force: bool) -> None: ...
+
+
+def _crashed(context: RunContext, error: str, stopping: bool) -> dict[str, Any]:
+    """The result of an attempt whose worker died: recorded in the manifest like a raised error, unless
+    the driver is stopping (then the death is its own doing and the run resumes next time)."""
+    if stopping:
+        return {"key": context.key, "status": INTERRUPTED, "error": error}
+    store = RunStore(Path(context.results_dir), context.key)
+    if (store.manifest() or {}).get("status") not in (DONE, INTERRUPTED):
+        store.update_manifest(status=FAILED, error=error, finished_at=time.time())
+    return {"key": context.key, "status": FAILED, "error": error}
+
+
+class _InProcess:
+    """Runs one after another in the driver's process (``--workers 1``): no pickling, pdb works."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.results: list[tuple[RunContext, dict[str, Any]]] = []
+
+    def capacity(self) -> int:
+        return 0 if self.results else 1
+
+    def submit(self, context: RunContext) -> None:
+        result = execute(context, self.progress)
+        if result["status"] == INTERRUPTED:  # only this process's own SIGINT/SIGTERM can interrupt it
+            raise KeyboardInterrupt
+        self.results.append((context, result))
+
+    def poll(self, timeout: float) -> list[tuple[RunContext, dict[str, Any]]]:
+        results, self.results = self.results, []
+        return results
+
+    def busy(self) -> int:
+        return len(self.results)
+
+    def request_stop(self) -> None:
+        pass
+
+    def close(self, force: bool) -> None:
+        pass
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to send this process SIGTERM when the driver dies, so a killed driver leaves no orphan
+    writing on (it checkpoints and stops). Elsewhere the run lock still keeps a second writer out."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(conn: Connection) -> None:
+    """A pool worker: execute the contexts the driver sends, one at a time, until the pipe closes."""
+    _die_with_parent()
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)  # outside a run's own handler: stop like Ctrl-C
+    try:
+        while True:
+            context = conn.recv()
+            try:
+                result = execute(context)
+            except KeyboardInterrupt:  # outside the run's checkpointing handler: its last checkpoint stands
+                result = {"key": context.key, "status": INTERRUPTED, "error": "interrupted"}
+            conn.send(result)
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the driver is gone or stopping
+
+
+class _Worker:
+    def __init__(self, mp: Any) -> None:
+        self.conn, child = mp.Pipe()
+        self.process = mp.Process(target=_worker_main, args=(child,), daemon=True)
+        self.process.start()
+        child.close()
+        self.context: RunContext | None = None
+
+
+class _LocalPool:
+    """A pool of worker processes, each running one run at a time.
+
+    Not ``concurrent.futures.ProcessPoolExecutor``: when one of its workers dies the whole pool breaks
+    and every pending future fails with no way to tell which run killed it. Here each worker has its
+    own pipe, so a death is charged to its run only, and the worker is replaced.
+    """
+
+    def __init__(self, workers: int) -> None:
+        # spawn, not fork: a forked child would inherit the parent's torch thread pool state.
+        self.mp = multiprocessing.get_context("spawn")
+        self.workers = [_Worker(self.mp) for _ in range(workers)]
+        self.stopping = False
+
+    def capacity(self) -> int:
+        return sum(w.context is None for w in self.workers)
+
+    def submit(self, context: RunContext) -> None:
+        worker = next(w for w in self.workers if w.context is None)
+        worker.context = context
+        worker.conn.send(context)
+
+    def poll(self, timeout: float) -> list[tuple[RunContext, dict[str, Any]]]:
+        busy = [w for w in self.workers if w.context is not None]
+        if not busy:
+            return []
+        wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
+        results = []
+        for i, worker in enumerate(self.workers):
+            context = worker.context
+            if context is None:
+                continue
+            try:
+                if worker.conn.poll():
+                    results.append((context, worker.conn.recv()))
+                    worker.context = None
+                    continue
+            except (EOFError, OSError):
+                pass
+            if not worker.process.is_alive():
+                code = worker.process.exitcode or 0
+                cause = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                results.append((context, _crashed(context, f"worker process died ({cause}) during the run",
+                                                  self.stopping)))
+                worker.context = None
+                if not self.stopping:
+                    self.workers[i] = _Worker(self.mp)
+        return results
+
+    def busy(self) -> int:
+        return sum(w.context is not None for w in self.workers)
+
+    def request_stop(self) -> None:
+        # SIGTERM, not SIGINT: a worker that already got the terminal's SIGINT would take a second
+        # SIGINT as "stop at once" and skip its final checkpoint.
+        self.stopping = True
+        for worker in self.workers:
+            if worker.context is not None and worker.process.is_alive():
+                os.kill(worker.process.pid, signal.SIGTERM)
+
+    def close(self, force: bool) -> None:
+        for worker in self.workers:
+            if force and worker.process.is_alive():
+                worker.process.kill()
+            worker.conn.close()
+        for worker in self.workers:
+            worker.process.join(timeout=10)
+
+
+class MissingRayError(RuntimeError):
+    """``--executor ray`` without Ray installed."""
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise MissingRayError("--executor ray needs Ray: pip install -c constraints.txt -e '.[ray]'") from None
+    return ray
+
+
+def _ray_execute(context: RunContext) -> dict[str, Any]:
+    return execute(context)
+
+
+class _RayBackend:
+    """Each run is a Ray task asking for its algorithm's ``resources`` (cpus, gpus).
+
+    Ray's own retries are off (``max_retries=0``): the driver retries, so a crash and a raised error are
+    counted, logged and resumed from the checkpoint the same way as in the local pool.
+    """
+
+    def __init__(self, ray: Any, suite: Suite) -> None:
+        self.ray, self.suite = ray, suite
+        self.remote = ray.remote(_ray_execute)
+        self.refs: dict[Any, RunContext] = {}
+        self.stopping = False
+
+    def capacity(self) -> int:
+        return sys.maxsize  # Ray queues the tasks until the cluster has the resources they ask for
+
+    def submit(self, context: RunContext) -> None:
+        cpus, gpus = 1, 0.0
+        if context.key.kind == "learner":
+            resources = self.suite.algorithm(context.key.algorithm).spec.resources
+            cpus, gpus = resources.cpus, resources.gpus
+        options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": context.key.label}
+        self.refs[self.remote.options(**options).remote(context)] = context
+
+    def poll(self, timeout: float) -> list[tuple[RunContext, dict[str, Any]]]:
+        if not self.refs:
+            return []
+        ready, _ = self.ray.wait(list(self.refs), num_returns=len(self.refs), timeout=timeout)
+        results = []
+        for ref in ready:
+            context = self.refs.pop(ref)
+            try:
+                results.append((context, self.ray.get(ref)))
+            except Exception as e:  # the worker process or its node died (execute catches the run's errors)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                error = f"Ray worker died during the run: {type(e).__name__}: {first}"
+                results.append((context, _crashed(context, error, self.stopping)))
+        return results
+
+    def busy(self) -> int:
+        return len(self.refs)
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        for ref in self.refs:  # raises KeyboardInterrupt in the task (its run checkpoints, or keeps its last)
+            self.ray.cancel(ref, force=False)
+
+    def close(self, force: bool) -> None:
+        if force:
+            for ref in self.refs:
+                self.ray.cancel(ref, force=True)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """In the driver, SIGTERM (``scancel``, ``kill``) stops like Ctrl-C: runs checkpoint and stop."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _record(outcome: SuiteOutcome, result: dict[str, Any]) -> None:
     key, status = result["key"], result["status"]
     if status == FAILED:
         outcome.failed[key] = result["error"] or ""
+    elif status == LOCKED:
+        outcome.locked[key] = result["error"] or ""
+    elif status == INTERRUPTED:
+        outcome.interrupted.append(key)
     elif status == "skipped":
         outcome.skipped.append(key)
     else:
         outcome.done.append(key)
+
+
+def _last_line(error: str | None) -> str:
+    return (error or "").strip().splitlines()[-1] if (error or "").strip() else "unknown error"
+
+
+def _drive(backend: _Backend, contexts: list[RunContext], outcome: SuiteOutcome, max_retries: int,
+           progress: Progress, finished: Any) -> None:  # fmt: skip
+    """Feed ``contexts`` to ``backend``, retrying failed attempts, until every run has an outcome."""
+    queue = deque(contexts)
+    with _sigterm_as_interrupt():
+        try:
+            while queue or backend.busy():
+                while queue and backend.capacity() > 0:
+                    backend.submit(queue.popleft())
+                for context, result in backend.poll(timeout=1.0):
+                    key, status = context.key, result["status"]
+                    if status in (FAILED, INTERRUPTED) and outcome.retries[key] < max_retries:
+                        outcome.retries[key] += 1
+                        progress.message(f"retrying {key.label} from its last checkpoint (retry "
+                                         f"{outcome.retries[key]} of {max_retries}): {_last_line(result['error'])}")
+                        queue.appendleft(context)  # first in line: its checkpoint is warm on disk
+                        continue
+                    _record(outcome, result)
+                progress.show(finished(), len(outcome.failed))
+        except KeyboardInterrupt:
+            _stop(backend, outcome, progress)
+            raise
+
+
+def _stop(backend: _Backend, outcome: SuiteOutcome, progress: Progress) -> None:
+    """Ask running runs to checkpoint and stop; wait for them (a second Ctrl-C stops at once)."""
+    backend.request_stop()
+    deadline = time.monotonic() + STOP_GRACE_S
+    progress.message(f"stopping: waiting up to {STOP_GRACE_S:.0f}s for {backend.busy()} running run(s) to "
+                     "checkpoint (Ctrl-C again to stop at once)")
+    try:
+        while backend.busy() and time.monotonic() < deadline:
+            for _, result in backend.poll(timeout=1.0):
+                _record(outcome, result)
+        backend.close(force=bool(backend.busy()))
+    except KeyboardInterrupt:
+        backend.close(force=True)
+
+
+def _run(suite: Suite, suite_data: dict[str, Any], results_dir: Path, executor: str, workers: int,
+         retry_failed: bool, max_retries: int | None, stream: TextIO, address: str | None = None,
+         ) -> SuiteOutcome:  # fmt: skip
+    with exclusive_lock(results_dir / ".lock", f"results directory {results_dir}"):
+        contexts = prepare(suite, suite_data, results_dir, retry_failed)
+        outcome = SuiteOutcome()
+        pending = {c.key for c in contexts}
+        previously_failed = [k for k in reference_keys(suite) + learner_keys(suite) if k not in pending]
+        for key in previously_failed:
+            outcome.failed[key] = (RunStore(results_dir, key).manifest() or {}).get("error") or "failed earlier"
+        budgets = {(a.key, f.key): a.budget(f)[0] for a in suite.algorithms for f in suite.families}
+        progress = Progress(results_dir, [c.key for c in contexts], budgets, stream)
+
+        def finished() -> int:
+            counted = (len(outcome.done) + len(outcome.skipped) + len(outcome.failed) + len(outcome.locked)
+                       + len(outcome.interrupted))
+            return counted - len(previously_failed)
+
+        retries = suite.spec.execution.max_retries if max_retries is None else max_retries
+        if executor == "ray":
+            ray = _import_ray()
+            if not ray.is_initialized():
+                ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+            backend: _Backend = _RayBackend(ray, suite)
+            where = f"Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
+        elif workers == 1:
+            backend = _InProcess(lambda _: progress.show(finished(), len(outcome.failed)))
+            where = "1 worker"
+        else:
+            backend = _LocalPool(workers)
+            where = f"{workers} workers"
+        stream.write(f"{suite.name}: {len(contexts)} runs ({where}, up to {retries} retries each) → {results_dir}\n")
+        try:
+            _drive(backend, contexts, outcome, retries, progress, finished)
+        finally:
+            backend.close(force=False)
+        progress.show(finished(), len(outcome.failed), force=True)
+        return outcome
+
+
+def default_workers(suite: Suite) -> int:
+    """One worker per ``resources.cpus`` cores of the hungriest algorithm (one per core by default)."""
+    cpus = max(a.spec.resources.cpus for a in suite.algorithms)
+    return max(1, (os.cpu_count() or 1) // cpus)
 
 
 def run_local(
@@ -119,54 +480,33 @@ def run_local(
     workers: int | None = None,
     retry_failed: bool = False,
     stream: TextIO = sys.stderr,
+    max_retries: int | None = None,
 ) -> SuiteOutcome:
     """Run every pending run of ``suite`` in a pool of ``workers`` processes (default: one per core).
 
-    With ``workers == 1`` runs execute one after another in this process. A run that raises is marked
-    failed with its traceback and the others go on. Runs marked failed by an earlier invocation are
-    skipped unless ``retry_failed``.
+    With ``workers == 1`` runs execute one after another in this process. Runs marked failed by an
+    earlier invocation are skipped unless ``retry_failed``. ``max_retries`` overrides the suite's
+    ``execution.max_retries``. Raises ``LockedError`` if another invocation holds ``results_dir``.
     """
-    workers = workers or os.cpu_count() or 1
-    contexts = prepare(suite, suite_data, results_dir, retry_failed)
-    outcome = SuiteOutcome()
-    previously_failed = [k for k in reference_keys(suite) + learner_keys(suite)
-                         if k not in {c.key for c in contexts}]
-    for key in previously_failed:
-        outcome.failed[key] = (RunStore(results_dir, key).manifest() or {}).get("error") or "failed earlier"
-    budgets = {(a.key, f.key): a.budget(f)[0] for a in suite.algorithms for f in suite.families}
-    progress = Progress(results_dir, [c.key for c in contexts], budgets, stream)
-    stream.write(f"{suite.name}: {len(contexts)} runs ({workers} worker{'s' if workers > 1 else ''}) → {results_dir}\n")
-
-    def finished() -> int:
-        return len(outcome.done) + len(outcome.skipped) + len(outcome.failed) - len(previously_failed)
-
-    if workers == 1:
-        for context in contexts:
-            _record(outcome, execute(context, lambda _: progress.show(finished(), len(outcome.failed))))
-            progress.show(finished(), len(outcome.failed))
-    else:
-        _run_pool(contexts, workers, outcome, lambda: progress.show(finished(), len(outcome.failed)))
-    progress.show(finished(), len(outcome.failed), force=True)
-    return outcome
+    return _run(suite, suite_data, results_dir, "local", workers or default_workers(suite), retry_failed,
+                max_retries, stream)
 
 
-def _run_pool(contexts: list[RunContext], workers: int, outcome: SuiteOutcome, tick: Any) -> None:
-    # spawn, not fork: a forked child would inherit the parent's torch thread pool state.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        keys: dict[Future[dict[str, Any]], RunContext] = {pool.submit(execute, c): c for c in contexts}
-        pending = set(keys)
-        try:
-            while pending:
-                completed, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                for future in completed:
-                    try:
-                        _record(outcome, future.result())
-                    except Exception as e:  # a worker process that died (e.g. killed by the OS)
-                        context = keys[future]
-                        error = f"worker process died: {e!r}"
-                        RunStore(Path(context.results_dir), context.key).update_manifest(status=FAILED, error=error)
-                        outcome.failed[context.key] = error
-                tick()
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+def run_ray(
+    suite: Suite,
+    suite_data: dict[str, Any],
+    results_dir: Path,
+    address: str | None = None,
+    retry_failed: bool = False,
+    stream: TextIO = sys.stderr,
+    max_retries: int | None = None,
+) -> SuiteOutcome:
+    """Run every pending run of ``suite`` as Ray tasks, each asking for its algorithm's ``resources``.
+
+    Connects to the cluster at ``address`` (``"auto"``: the one started on this machine with ``ray
+    start``), starts a local Ray instance when ``address`` is None, or uses the one this process already
+    initialised. Workers write their runs' directories themselves, so ``results_dir`` must be on a
+    filesystem every node sees at the same path; it is made absolute here.
+    """
+    return _run(suite, suite_data, Path(results_dir).resolve(), "ray", 0, retry_failed, max_retries, stream,
+                address)

@@ -9,9 +9,13 @@ algorithm of a suite sees the same meta-batches' randomness, environment seeds a
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,25 @@ from harness.references import references_for
 from harness.rollout import Sampler
 from harness.spec import ResolvedFamily, Suite
 from harness.splits import family_split, train_eval_sample
-from harness.store import DONE, FAILED, REFERENCE_PREFIX, RUNNING, RunKey, RunStore, git_commit, package_versions
+from harness.store import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    REFERENCE_PREFIX,
+    RUNNING,
+    LockedError,
+    RunKey,
+    RunStore,
+    git_commit,
+    package_versions,
+)
 
-#: Seconds between checkpoints when no evaluation falls due (every evaluation also checkpoints).
-CHECKPOINT_EVERY_S = 60.0
+#: ``execute``'s status when another process holds the run's lock (nothing was written).
+LOCKED = "locked"
+
+
+class RunInterrupted(Exception):
+    """SIGTERM or SIGINT arrived; the run checkpointed at the end of its current iteration and stopped."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +59,33 @@ class RunContext:
     key: RunKey
     spec_hash: str
     tasks_hash: str
+    torch_threads: int = 1
+
+
+@contextmanager
+def _stop_requests() -> Iterator[list[str]]:
+    """Turn SIGTERM and SIGINT into a request to stop at the next consistent point: the list it yields
+    gets the signal's name. A second SIGINT raises ``KeyboardInterrupt`` at once (the user insists).
+
+    Handlers can only be set in the main thread; elsewhere (a thread pool) signals keep their defaults.
+    """
+    requests: list[str] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        if requests and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        requests.append(signal.Signals(signum).name)
+
+    try:
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread
+        yield requests
+        return
+    try:
+        yield requests
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _task_sets(suite: Suite, family: ResolvedFamily) -> tuple[dict[str, list[Task]], list[Task]]:
@@ -105,6 +151,7 @@ def run_learner(
         store.truncate_rows(-1)  # rows without a checkpoint were never committed
 
     budget, every = algorithm.budget(family)
+    execution = suite.spec.execution
     eval_samplers = _EvalSamplers(suite, family, key.seed)
     pending: list[dict[str, Any]] = []  # training diagnostics since the last write
     started = time.monotonic() - counters["wall_s"]
@@ -139,22 +186,26 @@ def run_learner(
         pending.extend(stamp(rows))
         counters["evaluations"] += 1
 
-    if checkpoint is None:
-        evaluate_now()  # the untrained learner: the first point of every curve
-        commit()
-    while train_sampler.env_steps < budget:
-        indices = meta_batch_rng.choice(len(train_tasks), family.spec.tasks_per_iteration, replace=False)
-        logs = learner.train_iteration(train_sampler, [train_tasks[i] for i in indices])
-        counters["iteration"] += 1
-        counters["wall_s"] = time.monotonic() - started
-        pending.extend(stamp([{"split": "training", "task_id": "", "episode_index": -1, "metric": name,
-                               "value": float(value)} for name, value in logs.items()]))
-        due = train_sampler.env_steps >= counters["evaluations"] * every or train_sampler.env_steps >= budget
-        if due:
-            evaluate_now()
+    with _stop_requests() as stop:
+        if checkpoint is None:
+            evaluate_now()  # the untrained learner: the first point of every curve
             commit()
-        elif time.monotonic() - last_checkpoint >= CHECKPOINT_EVERY_S:
-            commit()
+        while train_sampler.env_steps < budget:
+            if stop:  # everything up to the last iteration is committed: stopping here loses nothing
+                raise RunInterrupted(f"{stop[0]} received; checkpointed at {train_sampler.env_steps} env steps")
+            indices = meta_batch_rng.choice(len(train_tasks), family.spec.tasks_per_iteration, replace=False)
+            logs = learner.train_iteration(train_sampler, [train_tasks[i] for i in indices])
+            counters["iteration"] += 1
+            counters["wall_s"] = time.monotonic() - started
+            pending.extend(stamp([{"split": "training", "task_id": "", "episode_index": -1, "metric": name,
+                                   "value": float(value)} for name, value in logs.items()]))
+            due = train_sampler.env_steps >= counters["evaluations"] * every or train_sampler.env_steps >= budget
+            if due:
+                evaluate_now()
+            periodic = execution.checkpoint_every_iterations
+            if (due or stop or time.monotonic() - last_checkpoint >= execution.checkpoint_every_s
+                    or (periodic and counters["iteration"] % periodic == 0)):
+                commit()
     return DONE
 
 
@@ -199,22 +250,41 @@ def learner_keys(suite: Suite) -> list[RunKey]:
 
 
 def execute(context: RunContext, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run one run in this process, isolating failures: returns ``{"key", "status", "error"}``.
+    """Run one attempt of one run in this process, isolating failures.
 
-    A run whose manifest says ``done`` with the same spec hash is skipped.
+    Returns ``{"key", "status", "error"}``: ``done``; ``skipped`` (already done under this spec);
+    ``failed`` (it raised: ``error`` holds the traceback, also written to the manifest);
+    ``interrupted`` (SIGTERM/SIGINT: checkpointed and stopped); or ``locked`` (another process is
+    writing this run, so nothing was touched). Retrying is the executor's decision.
     """
+    key, results_dir = context.key, Path(context.results_dir)
+    if not (results_dir / "suite.yaml").exists():  # e.g. a Ray node without the shared filesystem
+        error = (f"{results_dir}/suite.yaml is not visible on {socket.gethostname()}: runs write to the results "
+                 "directory directly, so every worker must see it at the same path (a shared filesystem)")
+        return {"key": key, "status": FAILED, "error": error}
+    store = RunStore(results_dir, key)
+    try:
+        with store.lock():
+            return _execute_locked(context, store, progress)
+    except LockedError as e:
+        return {"key": key, "status": LOCKED, "error": str(e)}
+
+
+def _execute_locked(context: RunContext, store: RunStore, progress: Callable[[dict[str, Any]], None] | None
+                    ) -> dict[str, Any]:  # fmt: skip
     from harness.spec import parse_suite
 
-    torch.set_num_threads(1)  # one worker per core: N workers must not start N×N threads
+    # The suite's resources.cpus (default 1): N one-core workers on N cores must not start N×N threads.
+    torch.set_num_threads(context.torch_threads)
     key, results_dir = context.key, Path(context.results_dir)
-    store = RunStore(results_dir, key)
     manifest = store.manifest()
     if manifest and manifest.get("status") == DONE and manifest.get("spec_hash") == context.spec_hash:
         return {"key": key, "status": "skipped", "error": None}
     store.update_manifest(
         status=RUNNING, spec_hash=context.spec_hash, tasks_hash=context.tasks_hash, commit=git_commit(),
         versions=package_versions(), started_at=time.time(), error=None,
-        attempts=(manifest or {}).get("attempts", 0) + 1,
+        attempts=(manifest or {}).get("attempts", 0) + 1, host=socket.gethostname(), pid=os.getpid(),
+        torch_threads=context.torch_threads,
     )
     try:
         suite = parse_suite(context.suite_data)
@@ -222,6 +292,9 @@ def execute(context: RunContext, progress: Callable[[dict[str, Any]], None] | No
             status = run_reference(suite, results_dir, key)
         else:
             status = run_learner(suite, results_dir, key, progress)
+    except RunInterrupted as e:
+        store.update_manifest(status=INTERRUPTED, error=str(e))
+        return {"key": key, "status": INTERRUPTED, "error": str(e)}
     except Exception:
         error = traceback.format_exc()
         store.update_manifest(status=FAILED, error=error, finished_at=time.time())

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, TypeAdapter, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from algorithms.base import learner_class
 from harness import tasks as task_families
@@ -67,6 +76,14 @@ class AlgorithmOverride(_Strict):
     eval_every_env_steps: PositiveInt | None = Field(None, description="default: the family's")
 
 
+class ResourcesSpec(_Strict):
+    """What each run of an algorithm asks of a machine. Not part of the spec hash: it changes where and
+    how fast a run computes, not what it computes."""
+
+    cpus: PositiveInt = Field(1, description="CPU cores per run: the run's torch threads, and its Ray num_cpus")
+    gpus: float = Field(0, ge=0, description="GPUs per run (Ray num_gpus; a fraction shares one GPU)")
+
+
 class AlgorithmSpec(_Strict):
     name: str = Field(description="registered algorithm name")
     id: str | None = Field(None, description="unique id within the suite (default: name)")
@@ -78,6 +95,7 @@ class AlgorithmSpec(_Strict):
     only: list[str] | None = Field(
         None, description="run only on these family ids (default: every family of the suite), e.g. an ablation"
     )
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="per run: cpus, gpus")
 
     @property
     def key(self) -> str:
@@ -94,6 +112,20 @@ class EvaluationSpec(_Strict):
     deterministic: bool = Field(False, description="evaluate with deterministic actions")
 
 
+class ExecutionSpec(_Strict):
+    """Fault tolerance. Not part of the spec hash: it changes how a run survives, not what it computes."""
+
+    max_retries: int = Field(
+        2, ge=0, description="a run that fails (raises, or its worker dies) is retried this many times from its "
+        "last checkpoint, then marked failed with its traceback"
+    )
+    checkpoint_every_iterations: PositiveInt | None = Field(
+        None, description="also checkpoint every N training iterations (always: at every evaluation, every "
+        "checkpoint_every_s, and on SIGTERM/SIGINT)"
+    )
+    checkpoint_every_s: PositiveFloat = Field(60.0, description="checkpoint at least this often (seconds)")
+
+
 class SuiteSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="suite name; results go to results/<name>")
     seed: int = Field(0, ge=0, description="root seed: task splits, environment and learner seeds derive from it")
@@ -103,6 +135,7 @@ class SuiteSpec(_Strict):
     budget: BudgetSpec
     evaluation: EvaluationSpec
     references: bool = Field(True, description="also evaluate each family's reference policies")
+    execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="retries and checkpoints")
 
     @field_validator("seeds")
     @classmethod
@@ -203,7 +236,13 @@ class Suite:
 
     @property
     def spec_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of what the runs compute: the resolved spec without ``execution`` and ``resources``, so
+        changing retries, checkpoint cadence or resources keeps a results directory resumable."""
+        data = self.resolved()
+        data.pop("execution")
+        for entry in data["algorithms"]:
+            entry.pop("resources")
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -9,12 +9,16 @@ recomputes them deterministically. No row is lost or duplicated.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -31,8 +35,8 @@ PACKAGES = ("metarl-harness", "torch", "numpy", "gymnasium", "pandas", "pyarrow"
 
 #: Name prefix of reference-policy runs in the results tree (``runs/ref-thompson/bandit/seed=0``).
 REFERENCE_PREFIX = "ref-"
-# Run status values in manifests.
-RUNNING, DONE, FAILED = "running", "done", "failed"
+# Run status values in manifests. ``interrupted``: stopped by SIGTERM/SIGINT after a checkpoint.
+RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -82,6 +86,36 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+class LockedError(RuntimeError):
+    """Another process holds the lock (its holder is in the message)."""
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block, or raise ``LockedError`` at once.
+
+    The kernel releases the lock when its holder exits, however it exits (even SIGKILL), so a stale
+    lock never outlives a crash. The file records its holder (host, pid, since) for the message; it is
+    left in place, since removing it would race with the next holder.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = Path(path).read_text().strip() or "another process"
+        os.close(fd)
+        raise LockedError(f"{what} is in use by {holder}") from None
+    try:
+        os.ftruncate(fd, 0)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 @dataclass(frozen=True)
 class RunKey:
     """One run of a suite: a learner or a reference policy on a family with a seed."""
@@ -105,6 +139,11 @@ class RunStore:
         self.manifest_path = self.dir / "manifest.json"
         self.progress_path = self.dir / "progress.parquet"
         self.checkpoint_path = self.dir / "checkpoint.pt"
+        self.lock_path = self.dir / ".lock"
+
+    def lock(self) -> Any:
+        """Exclusive right to write this run (``LockedError`` if another process is writing it)."""
+        return exclusive_lock(self.lock_path, f"run {self.key.label}")
 
     # manifest
     def manifest(self) -> dict[str, Any] | None:
