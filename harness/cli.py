@@ -63,7 +63,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.executors import MissingRayError, run_local, run_ray
+    from harness.executors import InfeasibleResourcesError, MissingRayError, run_local, run_ray
     from harness.store import LockedError, SuiteMismatchError
 
     try:
@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcome = run_local(suite, data, results_dir, args.workers, args.retry_failed, max_retries=args.max_retries)
     except LockedError as e:
         return _fail(f"{e}; wait for it to finish, or choose another --results directory")
-    except (SuiteMismatchError, MissingRayError) as e:
+    except (SuiteMismatchError, MissingRayError, InfeasibleResourcesError) as e:
         return _fail(str(e))
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are kept and running ones checkpointed; run the same command again "

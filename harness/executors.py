@@ -295,6 +295,22 @@ def _import_ray() -> Any:
     return ray
 
 
+class InfeasibleResourcesError(ValueError):
+    """A run asks for more than the whole Ray cluster has: Ray would queue it forever."""
+
+
+def _check_feasible(suite: Suite, contexts: list[RunContext], cluster: dict[str, float]) -> None:
+    for algorithm in {c.key.algorithm for c in contexts if c.key.kind == "learner"}:
+        resources = suite.algorithm(algorithm).spec.resources
+        for name, asked, unit in (("CPU", resources.cpus, "CPU"), ("GPU", resources.gpus, "GPU")):
+            if asked > cluster.get(name, 0.0):
+                raise InfeasibleResourcesError(
+                    f"algorithms[{algorithm}].resources: each run asks for {asked:g} {unit}"
+                    f"{'s' if asked != 1 else ''} but the Ray cluster has {cluster.get(name, 0.0):g} in all, so Ray "
+                    "would queue it forever; lower the request, or add the nodes first (an autoscaling cluster too)"
+                )
+
+
 def _ray_execute(context: RunContext) -> dict[str, Any]:
     return execute(context)
 
@@ -428,8 +444,10 @@ def _stop(backend: _Backend, outcome: SuiteOutcome, progress: Progress) -> None:
 
 
 def _run(suite: Suite, suite_data: dict[str, Any], results_dir: Path, executor: str, workers: int,
-         retry_failed: bool, max_retries: int | None, stream: TextIO, address: str | None = None,
+         retry_failed: bool, max_retries: int | None, stream: TextIO | None, address: str | None = None,
          ) -> SuiteOutcome:  # fmt: skip
+    ray = _import_ray() if executor == "ray" else None  # before anything is written
+    stream = stream or sys.stderr
     with exclusive_lock(results_dir / ".lock", f"results directory {results_dir}"):
         contexts = prepare(suite, suite_data, results_dir, retry_failed)
         outcome = SuiteOutcome()
@@ -446,10 +464,10 @@ def _run(suite: Suite, suite_data: dict[str, Any], results_dir: Path, executor: 
             return counted - len(previously_failed)
 
         retries = suite.spec.execution.max_retries if max_retries is None else max_retries
-        if executor == "ray":
-            ray = _import_ray()
+        if ray is not None:
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+            _check_feasible(suite, contexts, ray.cluster_resources())
             backend: _Backend = _RayBackend(ray, suite)
             where = f"Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
         elif workers == 1:
@@ -479,7 +497,7 @@ def run_local(
     results_dir: Path,
     workers: int | None = None,
     retry_failed: bool = False,
-    stream: TextIO = sys.stderr,
+    stream: TextIO | None = None,
     max_retries: int | None = None,
 ) -> SuiteOutcome:
     """Run every pending run of ``suite`` in a pool of ``workers`` processes (default: one per core).
@@ -498,7 +516,7 @@ def run_ray(
     results_dir: Path,
     address: str | None = None,
     retry_failed: bool = False,
-    stream: TextIO = sys.stderr,
+    stream: TextIO | None = None,
     max_retries: int | None = None,
 ) -> SuiteOutcome:
     """Run every pending run of ``suite`` as Ray tasks, each asking for its algorithm's ``resources``.

@@ -277,6 +277,7 @@ def _execute_locked(context: RunContext, store: RunStore, progress: Callable[[di
     # The suite's resources.cpus (default 1): N one-core workers on N cores must not start N×N threads.
     torch.set_num_threads(context.torch_threads)
     key, results_dir = context.key, Path(context.results_dir)
+    store.remove_stale_temporaries()  # a SIGKILL mid-write leaves one; the lock says nobody else is writing
     manifest = store.manifest()
     if manifest and manifest.get("status") == DONE and manifest.get("spec_hash") == context.spec_hash:
         return {"key": key, "status": "skipped", "error": None}

@@ -145,6 +145,13 @@ class RunStore:
         """Exclusive right to write this run (``LockedError`` if another process is writing it)."""
         return exclusive_lock(self.lock_path, f"run {self.key.label}")
 
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files of writes cut short by a crash; call only while holding ``lock()``."""
+        stale = list(self.dir.glob(".*.tmp"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return len(stale)
+
     # manifest
     def manifest(self) -> dict[str, Any] | None:
         try:

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -126,54 +121,6 @@ def test_a_failing_run_is_marked_failed_and_the_others_finish(tmp_path: Path, ca
     assert set(RunStore(tmp_path / "results", RunKey("test_failing", "bandit", 0)).rows()["iteration"]) == {0}
     assert main(["run", str(path), "--workers", "1", "--results", str(tmp_path / "results")]) == 1
     assert "1 already done" not in capsys.readouterr().out  # nothing re-ran: failed ones are skipped
-
-
-def _suite_file(tmp_path: Path, suite: dict[str, Any]) -> Path:
-    path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump(suite))
-    return path
-
-
-def _cli(path: Path, results: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--workers", "1",
-                             "--results", str(results)], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONHASHSEED": "0"})
-
-
-def _iteration(results: Path) -> int:
-    manifest = RunStore(results, RunKey("rl2", "bandit", 0)).manifest() or {}
-    return int(manifest.get("iteration", -1))
-
-
-@pytest.mark.slow
-def test_resume_after_sigkill_gives_exactly_the_rows_of_an_uninterrupted_run(tmp_path: Path) -> None:
-    suite = tiny_suite(
-        seeds=[0], references=False,
-        families=[{"name": "bandit", "params": {"arms": 3, "pulls": 10}, "split": {"train": 200, "test": 50},
-                   "tasks_per_iteration": 100}],
-        algorithms=[{"name": "rl2", "config": {"hidden_size": 32}}],
-        budget={"env_steps": 40_000}, evaluation={"every_env_steps": 2_000, "train_tasks": 10},
-    )
-    path = _suite_file(tmp_path, suite)
-    assert subprocess.run([sys.executable, "-m", "harness", "run", str(path), "--workers", "1", "--results",
-                           str(tmp_path / "whole")], cwd=REPO, capture_output=True).returncode == 0
-
-    interrupted = tmp_path / "interrupted"
-    for kill_after_iteration in (5, 17):  # two kills, each soon after a checkpoint was committed
-        process = _cli(path, interrupted)
-        deadline = time.monotonic() + 120
-        while _iteration(interrupted) < kill_after_iteration and time.monotonic() < deadline:
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        manifest = RunStore(interrupted, RunKey("rl2", "bandit", 0)).manifest()
-        assert manifest is not None and manifest["status"] == "running"  # killed mid-run, not finished
-    assert _cli(path, interrupted).wait() == 0
-
-    whole, resumed = comparable(tmp_path / "whole"), comparable(interrupted)
-    assert not resumed.duplicated().any()
-    pd.testing.assert_frame_equal(whole, resumed)
-    assert (load_manifests(interrupted)[0]["attempts"]) == 3
 
 
 def test_a_suite_run_leaves_every_global_random_generator_untouched(tmp_path: Path) -> None:
