@@ -1,0 +1,95 @@
+"""Suite throughput of the executors, as ratios measured in the same process.
+
+Run with ``pytest benchmarks/test_executor_throughput.py --benchmark-only -s`` (needs the ``ray``
+extra for the second benchmark). Both time whole suites, start to finish, as a user sees them: worker
+start-up and imports included.
+
+* ``test_two_local_workers_vs_one``: a suite of 8 short RL² bandit runs (about 3 s each on one core)
+  with ``--workers 1`` (in the driver's process), a pool of 1 worker and a pool of 2. The speed-up is
+  the 1-worker time (the faster of the two) over the 2-worker time. Target (the scale-out issue): ≥ 1.8
+  on 2 cores. Nothing else may run on the machine meanwhile: the ratio measures the cores.
+* ``test_ray_per_run_overhead``: 12 tiny runs on a local Ray instance with 2 CPUs (started once, its
+  start-up reported apart) against the local pool of 2 workers; the per-run overhead is the difference
+  in suite time × 2 workers / 12 runs.
+
+Nothing is asserted about wall-clock time.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness import executors
+from harness.spec import parse_suite
+
+
+def short_runs(runs: int, env_steps: int) -> dict[str, Any]:
+    return {
+        "name": "bench_executors",
+        "seeds": list(range(runs)),
+        "references": False,
+        "families": [{"name": "bandit", "params": {"arms": 3, "pulls": 10}, "split": {"train": 200, "test": 50},
+                      "tasks_per_iteration": 100}],
+        "algorithms": [{"name": "rl2", "config": {"hidden_size": 32}}],
+        "budget": {"env_steps": env_steps},
+        "evaluation": {"every_env_steps": env_steps // 2, "train_tasks": 10},
+    }
+
+
+def timed(run: Any) -> float:
+    start = time.perf_counter()
+    outcome = run()
+    assert outcome.ok, outcome.failed
+    return time.perf_counter() - start
+
+
+def test_two_local_workers_vs_one(benchmark: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    data = short_runs(8, 20_000)
+    suite = parse_suite(data)
+    seconds: dict[str, float] = {}
+
+    def local(label: str, workers: int) -> None:
+        seconds[label] = timed(lambda: executors.run_local(suite, data, tmp_path / label, workers=workers,
+                                                           stream=io.StringIO()))
+
+    def pool_of_one() -> None:
+        # the pool backend with one worker (``--workers 1`` runs in the driver's process instead)
+        with monkeypatch.context() as patch:
+            patch.setattr(executors, "_InProcess", lambda progress: executors._LocalPool(1))
+            local("pool_1", 1)
+
+    local("in_process", 1)
+    pool_of_one()
+    benchmark.pedantic(lambda: local("pool_2", 2), rounds=1, iterations=1)
+    one = min(seconds["in_process"], seconds["pool_1"])
+    speedup = one / seconds["pool_2"]
+    benchmark.extra_info.update({f"{k}_s": round(v, 2) for k, v in seconds.items()}, speedup=round(speedup, 3))
+    print(f"\n8 runs: 1 worker in-process {seconds['in_process']:.1f}s, pool of 1 {seconds['pool_1']:.1f}s, "
+          f"pool of 2 {seconds['pool_2']:.1f}s; speed-up with 2 workers {speedup:.2f}× (target ≥ 1.8)")
+
+
+def test_ray_per_run_overhead(benchmark: Any, tmp_path: Path) -> None:
+    import ray  # the ray extra
+    runs = 12
+    data = short_runs(runs, 2_000)
+    suite = parse_suite(data)
+    start = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    init_s = time.perf_counter() - start
+    try:
+        seconds: dict[str, float] = {}
+        seconds["ray"] = timed(lambda: executors.run_ray(suite, data, tmp_path / "ray", stream=io.StringIO()))
+        benchmark.pedantic(lambda: seconds.update(local=timed(lambda: executors.run_local(
+            suite, data, tmp_path / "local", workers=2, stream=io.StringIO()))), rounds=1, iterations=1)
+    finally:
+        ray.shutdown()
+    overhead = (seconds["ray"] - seconds["local"]) * 2 / runs
+    benchmark.extra_info.update(ray_init_s=round(init_s, 2), ray_s=round(seconds["ray"], 2),
+                                local_s=round(seconds["local"], 2), overhead_per_run_s=round(overhead, 3))
+    print(f"\n{runs} tiny runs on 2 CPUs: Ray {seconds['ray']:.1f}s (after ray.init {init_s:.1f}s), local pool "
+          f"{seconds['local']:.1f}s; Ray overhead {overhead:+.2f}s per run")
