@@ -56,6 +56,20 @@ def comparable(results: Path, drop: tuple[str, ...] = ()) -> pd.DataFrame:
     return rows.sort_values(list(rows.columns)).reset_index(drop=True)
 
 
+_UNINTERRUPTED: dict[str, pd.DataFrame] = {}
+
+
+def uninterrupted(suite: dict[str, Any], tmp_path_factory: Any) -> pd.DataFrame:
+    """The rows of an uninterrupted run of ``suite`` (computed once per spec hash per session: the
+    checkpoint cadence is not part of it, and does not change the rows)."""
+    spec_hash = parse_suite(suite).spec_hash
+    if spec_hash not in _UNINTERRUPTED:
+        results = tmp_path_factory.mktemp("uninterrupted")
+        assert run(suite, results, workers=2).ok
+        _UNINTERRUPTED[spec_hash] = comparable(results)
+    return _UNINTERRUPTED[spec_hash]
+
+
 def run(suite: dict[str, Any], results: Path, workers: int = 1, **kwargs: Any) -> Any:
     return run_local(parse_suite(suite), suite, results, workers=workers, stream=kwargs.pop("stream", io.StringIO()),
                      **kwargs)
@@ -85,12 +99,14 @@ def iteration(results: Path, key: RunKey = KEY) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_seeded_random_points_resumes_to_exactly_the_rows_of_an_uninterrupted_run(tmp_path: Path) -> None:
+def test_sigkill_at_seeded_random_points_resumes_to_exactly_the_rows_of_an_uninterrupted_run(
+    tmp_path: Path, tmp_path_factory: Any
+) -> None:
     """Four SIGKILLs of the whole `harness run` process. Each lands at a random point drawn from a seeded
     generator: after a random checkpointed iteration, plus a random delay, so most land between two
     checkpoints with uncommitted work that resume must drop and recompute."""
-    path = suite_file(tmp_path, bandit_suite())
-    assert cli(path, tmp_path / "whole", "--workers", "1").wait() == 0
+    suite = bandit_suite()
+    path = suite_file(tmp_path, suite)
 
     rng = np.random.default_rng(20261121)
     points = sorted(rng.choice(np.arange(3, 30), size=4, replace=False).tolist())
@@ -105,9 +121,9 @@ def test_sigkill_at_seeded_random_points_resumes_to_exactly_the_rows_of_an_unint
         assert (RunStore(interrupted, KEY).manifest() or {})["status"] == "running"  # killed mid-run
     assert cli(path, interrupted, "--workers", "1").wait() == 0
 
-    whole, resumed = comparable(tmp_path / "whole"), comparable(interrupted)
+    resumed = comparable(interrupted)
     assert not resumed.duplicated().any()
-    pd.testing.assert_frame_equal(whole, resumed)
+    pd.testing.assert_frame_equal(uninterrupted(suite, tmp_path_factory), resumed)
     assert load_manifests(interrupted)[0]["attempts"] == len(points) + 1
     assert not list(interrupted.rglob("*.tmp"))  # atomic writes leave no partial files behind
 
@@ -177,31 +193,37 @@ def test_a_transient_failure_is_retried_and_ends_with_the_rows_of_an_uninterrupt
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("workers", [1, 2])
-def test_sigterm_checkpoints_and_stops_and_the_same_command_resumes_exactly(tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "sig"), [(1, signal.SIGTERM), (2, signal.SIGTERM), (2, signal.SIGKILL)],
+                         ids=["sigterm-in-process", "sigterm-pool", "sigkill-driver-of-pool"])
+def test_a_signalled_driver_checkpoints_and_stops_its_runs_and_the_same_command_resumes_exactly(
+    tmp_path: Path, tmp_path_factory: Any, workers: int, sig: signal.Signals
+) -> None:
+    """SIGTERM: the driver asks its runs to checkpoint and stop. SIGKILL of a pool's driver: Linux sends
+    the orphaned workers SIGTERM (PR_SET_PDEATHSIG), and they do the same on their own."""
     suite = bandit_suite(env_steps=30_000, checkpoint_every_iterations=None, seeds=[0, 1])
     path = suite_file(tmp_path, suite)
-    assert run(suite, tmp_path / "whole", workers=2).ok
-
     results = tmp_path / "stopped"
     process = cli(path, results, "--workers", str(workers))
     wait_for(lambda: iteration(results) >= 5, "iteration 5")
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err.decode()
-    assert "run the same command again" in err.decode()
-    manifest = RunStore(results, KEY).manifest() or {}
+    if sig == signal.SIGTERM:
+        assert process.returncode == 130, err.decode()
+        assert "run the same command again" in err.decode()
+    key = RunStore(results, KEY)
+    wait_for(lambda: (key.manifest() or {}).get("status") == "interrupted", "the run to checkpoint and stop")
+    manifest = key.manifest() or {}
     # with no periodic checkpoint due, only the signal could have committed it mid-way
-    assert manifest["status"] == "interrupted" and "SIGTERM received; checkpointed" in manifest["error"]
-    assert 5_000 <= manifest["env_steps"] < 30_000
+    assert "SIGTERM received; checkpointed" in manifest["error"] and 5_000 <= manifest["env_steps"] < 30_000
     assert cli(path, results, "--workers", str(workers)).wait() == 0
-    pd.testing.assert_frame_equal(comparable(tmp_path / "whole"), comparable(results))
+    pd.testing.assert_frame_equal(uninterrupted(suite, tmp_path_factory), comparable(results))
 
 
 @pytest.mark.slow
-def test_a_pool_worker_killed_mid_run_is_replaced_and_its_run_retried_from_its_checkpoint(tmp_path: Path) -> None:
-    suite = bandit_suite(env_steps=20_000, seeds=[0, 1])
-    assert run(suite, tmp_path / "whole", workers=2).ok
+def test_a_pool_worker_killed_mid_run_is_replaced_and_its_run_retried_from_its_checkpoint(
+    tmp_path: Path, tmp_path_factory: Any
+) -> None:
+    suite = bandit_suite(env_steps=30_000, seeds=[0, 1])
 
     results, stream = tmp_path / "killed", io.StringIO()
     import threading
@@ -215,7 +237,7 @@ def test_a_pool_worker_killed_mid_run_is_replaced_and_its_run_retried_from_its_c
     assert outcome and outcome[0].ok and outcome[0].retries == {KEY: 1}
     assert "worker process died (signal SIGKILL)" in stream.getvalue()
     assert RunStore(results, KEY).manifest()["attempts"] == 2
-    pd.testing.assert_frame_equal(comparable(tmp_path / "whole"), comparable(results))
+    pd.testing.assert_frame_equal(uninterrupted(suite, tmp_path_factory), comparable(results))
 
 
 def test_a_second_invocation_on_the_same_results_is_refused_with_who_holds_it(tmp_path: Path, capsys: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import ray
-from test_faults import KEY, bandit_suite, comparable, iteration, wait_for
+from test_faults import KEY, bandit_suite, comparable, iteration, uninterrupted, wait_for
 from test_runner import tiny_suite
 
 from harness.executors import run_local, run_ray
@@ -46,9 +46,9 @@ def test_a_suite_gives_the_same_rows_under_ray_as_under_the_local_executor(tmp_p
     assert again.ok and not again.done and len(again.skipped) == len(outcome.done)
 
 
-def test_a_ray_worker_killed_mid_run_is_rescheduled_and_resumes_exactly(tmp_path: Path, local_ray: None) -> None:
-    suite = bandit_suite(env_steps=20_000, seeds=[0, 1])
-    assert run_local(parse_suite(suite), suite, tmp_path / "whole", workers=1, stream=io.StringIO()).ok
+def test_a_ray_worker_killed_mid_run_is_rescheduled_and_resumes_exactly(tmp_path: Path, tmp_path_factory: Any,
+                                                                        local_ray: None) -> None:  # fmt: skip
+    suite = bandit_suite(env_steps=30_000, seeds=[0, 1])
 
     results, stream, outcome = tmp_path / "killed", io.StringIO(), []
 
@@ -68,7 +68,7 @@ def test_a_ray_worker_killed_mid_run_is_rescheduled_and_resumes_exactly(tmp_path
     manifest = RunStore(results, KEY).manifest()
     assert manifest["attempts"] == 2 and manifest["pid"] != worker_pid  # rescheduled on another worker
     assert RunStore(results, RunKey("rl2", "bandit", 1)).manifest()["attempts"] == 1
-    pd.testing.assert_frame_equal(comparable(tmp_path / "whole"), comparable(results))
+    pd.testing.assert_frame_equal(uninterrupted(suite, tmp_path_factory), comparable(results))
 
 
 def test_resources_become_the_ray_task_request_and_the_torch_threads(tmp_path: Path, local_ray: None) -> None:
