@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from harness import executors
 from harness.spec import parse_suite
 

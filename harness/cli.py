@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.store import load_manifests
+    from harness.store import RunKey, RunStore, load_manifests
 
     results_dir = Path(args.results_dir)
     if not (results_dir / "suite.yaml").exists():
@@ -122,9 +122,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"{results_dir}: {len(manifests)} runs — " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for m in sorted(manifests, key=lambda m: (m["kind"], m["algorithm"], m["family"], m["seed"])):
         steps = f"{m.get('env_steps', 0)}/{m['env_steps_budget']}" if "env_steps_budget" in m else "-"
-        line = f"  {m['status']:<8} {m['algorithm']}/{m['family']}/seed={m['seed']}  env steps {steps}"
-        if m.get("status") == "failed" and m.get("error"):
+        line = f"  {m['status']:<11} {m['algorithm']}/{m['family']}/seed={m['seed']}  env steps {steps}"
+        if m.get("status") in ("failed", "interrupted") and m.get("error"):
             line += f"  ({m['error'].strip().splitlines()[-1]})"
+        if m.get("status") == "running":
+            key = RunKey(m["algorithm"], m["family"], int(m["seed"]), m.get("kind", "learner"))
+            writer = RunStore(results_dir, key).writer()
+            # "running" with nobody holding the run's lock: its process died; re-running resumes it
+            line += f"  (written by {writer})" if writer else "  (no process is running it: killed? re-run to resume)"
+        if m.get("attempts", 1) > 1:
+            line += f"  [{m['attempts']} attempts]"
         print(line)
     return 1 if counts.get("failed") else 0
 

@@ -145,6 +145,22 @@ class RunStore:
         """Exclusive right to write this run (``LockedError`` if another process is writing it)."""
         return exclusive_lock(self.lock_path, f"run {self.key.label}")
 
+    def writer(self) -> str | None:
+        """Who holds this run's lock right now (``"pid … on … since …"``), or None if nobody does."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self.lock_path.read_text().strip() or "another process"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files of writes cut short by a crash; call only while holding ``lock()``."""
         stale = list(self.dir.glob(".*.tmp"))

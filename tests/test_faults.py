@@ -100,7 +100,7 @@ def iteration(results: Path, key: RunKey = KEY) -> int:
 
 @pytest.mark.slow
 def test_sigkill_at_seeded_random_points_resumes_to_exactly_the_rows_of_an_uninterrupted_run(
-    tmp_path: Path, tmp_path_factory: Any
+    tmp_path: Path, tmp_path_factory: Any, capsys: Any
 ) -> None:
     """Four SIGKILLs of the whole `harness run` process. Each lands at a random point drawn from a seeded
     generator: after a random checkpointed iteration, plus a random delay, so most land between two
@@ -119,6 +119,8 @@ def test_sigkill_at_seeded_random_points_resumes_to_exactly_the_rows_of_an_unint
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert (RunStore(interrupted, KEY).manifest() or {})["status"] == "running"  # killed mid-run
+    assert main(["status", str(interrupted)]) == 0
+    assert "rl2/bandit/seed=0  env steps" in (out := capsys.readouterr().out) and "no process is running it" in out
     assert cli(path, interrupted, "--workers", "1").wait() == 0
 
     resumed = comparable(interrupted)
