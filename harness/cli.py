@@ -80,6 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail("--workers: applies to --executor local; on Ray, runs ask for their algorithm's `resources`")
     if args.executor == "local" and args.address is not None:
         return _fail("--address: applies to --executor ray")
+    if args.executor == "local" and suite.spec.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return _fail(f"device: {suite.spec.device} asked for, but this machine has no CUDA device "
+                         "(use device: auto to run on the CPU where there is none)")
     results_dir = Path(args.results or Path("results") / suite.name)
     data = yaml.safe_load(Path(args.suite).read_text())
     try:

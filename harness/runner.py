@@ -88,6 +88,13 @@ def _stop_requests() -> Iterator[list[str]]:
             signal.signal(sig, old)
 
 
+def resolve_device(device: str) -> str:
+    """The suite's ``device`` for this worker: ``auto`` is CUDA when this process sees a GPU, else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def _task_sets(suite: Suite, family: ResolvedFamily) -> tuple[dict[str, list[Task]], list[Task]]:
     split = family_split(suite, family)
     task_sets = {"test": split["test"], "ood": split["ood"],
@@ -137,7 +144,8 @@ def run_learner(
     info = MetaEnvInfo(train_sampler.observation_space, train_sampler.action_space,
                        family.episodes_per_trial, family.family.max_episode_steps)
     cls = learner_class(algorithm.spec.name)
-    learner = cls(info, algorithm.config_for(family.key), seed=seeding.int_seed(root, "learner", family.key, key.seed))
+    learner = cls(info, algorithm.config_for(family.key), seed=seeding.int_seed(root, "learner", family.key, key.seed),
+                  device=resolve_device(suite.spec.device))
 
     counters = {"iteration": 0, "evaluations": 0, "wall_s": 0.0}
     checkpoint = store.load_checkpoint()
@@ -285,7 +293,7 @@ def _execute_locked(context: RunContext, store: RunStore, progress: Callable[[di
         status=RUNNING, spec_hash=context.spec_hash, tasks_hash=context.tasks_hash, commit=git_commit(),
         versions=package_versions(), started_at=time.time(), error=None,
         attempts=(manifest or {}).get("attempts", 0) + 1, host=socket.gethostname(), pid=os.getpid(),
-        torch_threads=context.torch_threads,
+        torch_threads=context.torch_threads, device=resolve_device(context.suite_data.get("device", "auto")),
     )
     try:
         suite = parse_suite(context.suite_data)

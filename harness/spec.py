@@ -136,6 +136,11 @@ class SuiteSpec(_Strict):
     evaluation: EvaluationSpec
     references: bool = Field(True, description="also evaluate each family's reference policies")
     execution: ExecutionSpec = Field(default_factory=ExecutionSpec, description="retries and checkpoints")
+    device: str = Field(
+        "auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+        description="where learners keep networks and run updates: auto (CUDA when the worker sees a GPU), cpu, "
+        "cuda or cuda:N. Not part of the spec hash; each run's manifest records the device it used",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -236,10 +241,11 @@ class Suite:
 
     @property
     def spec_hash(self) -> str:
-        """Hash of what the runs compute: the resolved spec without ``execution`` and ``resources``, so
-        changing retries, checkpoint cadence or resources keeps a results directory resumable."""
+        """Hash of what the runs compute: the resolved spec without ``execution``, ``resources`` and
+        ``device``, so changing retries, checkpoint cadence or hardware keeps a results directory resumable."""
         data = self.resolved()
         data.pop("execution")
+        data.pop("device")
         for entry in data["algorithms"]:
             entry.pop("resources")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

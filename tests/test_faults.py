@@ -266,22 +266,24 @@ def test_a_run_being_written_by_another_process_is_left_alone_and_reported(tmp_p
     assert main(["run", str(path), "--workers", "1", "--results", str(results)]) == 0
 
 
-def test_execution_and_resources_are_validated_and_left_out_of_the_spec_hash() -> None:
+def test_execution_resources_and_device_are_validated_and_left_out_of_the_spec_hash() -> None:
     from harness.spec import SpecError
 
     base = bandit_suite()
     changed = bandit_suite(checkpoint_every_iterations=7)
     changed["execution"]["max_retries"] = 5
     changed["algorithms"][0]["resources"] = {"cpus": 2, "gpus": 0.5}
+    changed["device"] = "cuda:1"
     assert parse_suite(base).spec_hash == parse_suite(changed).spec_hash  # resumable after changing them
     bad = bandit_suite()
     bad["execution"] = {"max_retries": -1, "checkpoint_every_s": 0, "retries": 1}
     bad["algorithms"][0]["resources"] = {"cpus": 0}
+    bad["device"] = "gpu"
     with pytest.raises(SpecError) as error:
         parse_suite(bad)
     text = str(error.value)
     for key in ("execution.max_retries", "execution.checkpoint_every_s", "execution.retries",
-                "algorithms[0].resources.cpus"):
+                "algorithms[0].resources.cpus", "device"):
         assert key in text
 
 
@@ -291,3 +293,16 @@ def test_ray_executor_without_ray_installed_says_how_to_install_it(tmp_path: Pat
     path = suite_file(tmp_path, bandit_suite(env_steps=2_000))
     assert main(["run", str(path), "--executor", "ray", "--results", str(tmp_path / "r")]) == 2
     assert "pip install -c constraints.txt -e '.[ray]'" in capsys.readouterr().err
+
+
+def test_the_manifest_records_the_device_and_threads_a_run_used(tmp_path: Path, capsys: Any) -> None:
+    import torch
+
+    assert run(bandit_suite(env_steps=2_000), tmp_path / "r").ok
+    manifest = RunStore(tmp_path / "r", KEY).manifest() or {}
+    assert manifest["device"] == ("cuda" if torch.cuda.is_available() else "cpu") and manifest["torch_threads"] == 1
+    if not torch.cuda.is_available():  # asking for a GPU the machine lacks fails before anything runs
+        path = suite_file(tmp_path, {**bandit_suite(env_steps=2_000), "device": "cuda"})
+        assert main(["run", str(path), "--results", str(tmp_path / "cuda")]) == 2
+        assert "device: cuda asked for, but this machine has no CUDA device" in capsys.readouterr().err
+        assert not (tmp_path / "cuda").exists()
