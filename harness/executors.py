@@ -28,6 +28,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from algorithms.base import learner_class
 from harness.runner import LOCKED, RunContext, execute, learner_keys, reference_keys
 from harness.spec import Suite
 from harness.splits import build_splits, splits_payload
@@ -188,6 +189,7 @@ def _die_with_parent() -> None:
 def _worker_main(conn: Connection) -> None:
     """A pool worker: execute the contexts the driver sends, one at a time, until the pipe closes."""
     _die_with_parent()
+    learner_class("rl2")  # import every learner now, while the driver prepares the suite
 
     def terminate(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -445,44 +447,57 @@ def _stop(backend: _Backend, outcome: SuiteOutcome, progress: Progress) -> None:
 
 def _run(suite: Suite, suite_data: dict[str, Any], results_dir: Path, executor: str, workers: int,
          retry_failed: bool, max_retries: int | None, stream: TextIO | None, address: str | None = None,
-         ) -> SuiteOutcome:  # fmt: skip
+         in_process: bool = False) -> SuiteOutcome:  # fmt: skip
     ray = _import_ray() if executor == "ray" else None  # before anything is written
     stream = stream or sys.stderr
     with exclusive_lock(results_dir / ".lock", f"results directory {results_dir}"):
-        contexts = prepare(suite, suite_data, results_dir, retry_failed)
-        outcome = SuiteOutcome()
-        pending = {c.key for c in contexts}
-        previously_failed = [k for k in reference_keys(suite) + learner_keys(suite) if k not in pending]
-        for key in previously_failed:
-            outcome.failed[key] = (RunStore(results_dir, key).manifest() or {}).get("error") or "failed earlier"
-        budgets = {(a.key, f.key): a.budget(f)[0] for a in suite.algorithms for f in suite.families}
-        progress = Progress(results_dir, [c.key for c in contexts], budgets, stream)
-
-        def finished() -> int:
-            counted = (len(outcome.done) + len(outcome.skipped) + len(outcome.failed) + len(outcome.locked)
-                       + len(outcome.interrupted))
-            return counted - len(previously_failed)
-
-        retries = suite.spec.execution.max_retries if max_retries is None else max_retries
-        if ray is not None:
-            if not ray.is_initialized():
-                ray.init(address=address, include_dashboard=False, logging_level="WARNING")
-            _check_feasible(suite, contexts, ray.cluster_resources())
-            backend: _Backend = _RayBackend(ray, suite)
-            where = f"Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
-        elif workers == 1:
-            backend = _InProcess(lambda _: progress.show(finished(), len(outcome.failed)))
-            where = "1 worker"
-        else:
-            backend = _LocalPool(workers)
-            where = f"{workers} workers"
-        stream.write(f"{suite.name}: {len(contexts)} runs ({where}, up to {retries} retries each) → {results_dir}\n")
+        # Spawned first, so that the workers' imports overlap the driver's preparation.
+        pool = _LocalPool(workers) if ray is None and not in_process else None
         try:
-            _drive(backend, contexts, outcome, retries, progress, finished)
+            return _prepare_and_drive(suite, suite_data, results_dir, ray, address, pool, retry_failed,
+                                      max_retries, stream)
         finally:
-            backend.close(force=False)
-        progress.show(finished(), len(outcome.failed), force=True)
-        return outcome
+            if pool is not None:
+                pool.close(force=False)
+
+
+def _prepare_and_drive(suite: Suite, suite_data: dict[str, Any], results_dir: Path, ray: Any, address: str | None,
+                       pool: _LocalPool | None, retry_failed: bool, max_retries: int | None, stream: TextIO
+                       ) -> SuiteOutcome:  # fmt: skip
+    contexts = prepare(suite, suite_data, results_dir, retry_failed)
+    outcome = SuiteOutcome()
+    pending = {c.key for c in contexts}
+    previously_failed = [k for k in reference_keys(suite) + learner_keys(suite) if k not in pending]
+    for key in previously_failed:
+        outcome.failed[key] = (RunStore(results_dir, key).manifest() or {}).get("error") or "failed earlier"
+    budgets = {(a.key, f.key): a.budget(f)[0] for a in suite.algorithms for f in suite.families}
+    progress = Progress(results_dir, [c.key for c in contexts], budgets, stream)
+
+    def finished() -> int:
+        counted = (len(outcome.done) + len(outcome.skipped) + len(outcome.failed) + len(outcome.locked)
+                   + len(outcome.interrupted))
+        return counted - len(previously_failed)
+
+    retries = suite.spec.execution.max_retries if max_retries is None else max_retries
+    if ray is not None:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+        _check_feasible(suite, contexts, ray.cluster_resources())
+        backend: _Backend = _RayBackend(ray, suite)
+        where = f"Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
+    elif pool is None:
+        backend = _InProcess(lambda _: progress.show(finished(), len(outcome.failed)))
+        where = "1 worker"
+    else:
+        backend = pool
+        where = f"{len(pool.workers)} workers"
+    stream.write(f"{suite.name}: {len(contexts)} runs ({where}, up to {retries} retries each) → {results_dir}\n")
+    try:
+        _drive(backend, contexts, outcome, retries, progress, finished)
+    finally:
+        backend.close(force=False)
+    progress.show(finished(), len(outcome.failed), force=True)
+    return outcome
 
 
 def default_workers(suite: Suite) -> int:
@@ -499,15 +514,18 @@ def run_local(
     retry_failed: bool = False,
     stream: TextIO | None = None,
     max_retries: int | None = None,
+    in_process: bool | None = None,
 ) -> SuiteOutcome:
     """Run every pending run of ``suite`` in a pool of ``workers`` processes (default: one per core).
 
-    With ``workers == 1`` runs execute one after another in this process. Runs marked failed by an
-    earlier invocation are skipped unless ``retry_failed``. ``max_retries`` overrides the suite's
-    ``execution.max_retries``. Raises ``LockedError`` if another invocation holds ``results_dir``.
+    ``in_process`` (default: ``workers == 1``) runs them one after another in this process instead.
+    Runs marked failed by an earlier invocation are skipped unless ``retry_failed``. ``max_retries``
+    overrides the suite's ``execution.max_retries``. Raises ``LockedError`` if another invocation holds
+    ``results_dir``.
     """
-    return _run(suite, suite_data, results_dir, "local", workers or default_workers(suite), retry_failed,
-                max_retries, stream)
+    workers = workers or default_workers(suite)
+    return _run(suite, suite_data, results_dir, "local", workers, retry_failed, max_retries, stream,
+                in_process=workers == 1 if in_process is None else in_process)
 
 
 def run_ray(
