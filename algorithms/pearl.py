@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
 
 POSTERIOR_CONTEXTS = ("buffer", "trial")
@@ -257,7 +258,8 @@ def pearl_loss(
         ``kl`` (per task), ``z_std``, ``alpha``, ``log_pi``, ``q``.
     """
     mean, variance = product_of_gaussians(*nets.encoder(context))  # [tasks, latent]
-    z = mean + variance.sqrt() * torch.randn(mean.shape, generator=generator)
+    # Noise from the CPU generator (then moved): the same draws on every device.
+    z = mean + variance.sqrt() * torch.randn(mean.shape, generator=generator).to(mean.device)
     z = z.unsqueeze(1).expand(*obs.shape[:2], z.shape[-1])  # [tasks, B, latent]
     kl = kl_to_unit_gaussian(mean, variance)  # [tasks]
 
@@ -271,7 +273,7 @@ def pearl_loss(
     # Actor and V see z detached.
     z_detached = z.detach()
     policy_mean, log_std = nets.actor(torch.cat([obs, z_detached], -1))
-    noise = torch.randn(policy_mean.shape, generator=generator)
+    noise = torch.randn(policy_mean.shape, generator=generator).to(policy_mean.device)
     new_actions, log_pi = tanh_gaussian_sample(policy_mean, log_std, noise)
     min_q_new = torch.minimum(_frozen(nets.q1, obs, new_actions, z_detached),
                               _frozen(nets.q2, obs, new_actions, z_detached)).squeeze(-1)
@@ -367,6 +369,7 @@ class PEARLPolicy:
         self.initial, self.posterior = initial, posterior
         self.latent_size = nets.encoder.net[-1].out_features // 2
         self.z: Tensor | None = None
+        self.noise, self.actor_input = torch.empty(0), torch.empty(0)  # reused every step
 
     def reset(self, new_trial: np.ndarray) -> None:
         num, latent = len(new_trial), self.latent_size
@@ -426,9 +429,15 @@ class PEARLPolicy:
         if len(draw):
             self._draw_z(draw)
         self.started[:] = True
-        self.last_obs = obs_t
-        mean, log_std = self.nets.actor(torch.cat([obs_t, self.z], -1))  # type: ignore[list-item]
-        noise = torch.zeros_like(mean) if deterministic else torch.randn(mean.shape, generator=self.generator)
+        # A copy: ``obs`` is the sampler's array, overwritten in place with the next observations, so a
+        # view would pair each action and reward with the observation after it.
+        self.last_obs = obs_t.clone()
+        if self.actor_input.shape != (len(obs_t), obs_t.shape[1] + self.latent_size):
+            self.actor_input = torch.empty(len(obs_t), obs_t.shape[1] + self.latent_size)
+            self.noise = torch.empty(len(obs_t), self.high.size)
+        mean, log_std = self.nets.actor(torch.cat([obs_t, self.z], -1, out=self.actor_input))  # type: ignore[list-item]
+        noise = torch.zeros_like(mean) if deterministic else torch.randn(mean.shape, generator=self.generator,
+                                                                         out=self.noise)
         unit = torch.tanh(mean + log_std.exp() * noise).numpy()
         return (self.low + (unit + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
 
@@ -474,21 +483,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @register("pearl")
 class PEARL:
-    """PEARL; see the module docstring."""
+    """PEARL; see the module docstring. Gradient steps run on ``device``; acting (with CPU copies of the
+    networks, refreshed after every training phase) and the replay buffers stay on the CPU."""
 
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
-    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str = "cpu") -> None:
+    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         space = env.action_space
         if not isinstance(space, gym.spaces.Box):
             raise TypeError(f"PEARL needs a Box action space (a squashed Gaussian actor); got {space}")
         self.low, self.high = space.low.astype(np.float64).ravel(), space.high.astype(np.float64).ravel()
         if not (np.isfinite(self.low).all() and np.isfinite(self.high).all()):
             raise ValueError(f"PEARL needs finite action bounds to squash into; got {space}")
-        if device != "cpu":
-            raise ValueError(f"PEARL runs on the CPU only; got device {device!r}")
-        self.env, self.config, self.device = env, config, device
+        self.env, self.config, self.device = env, config, devices.resolve(device)
         self.exploration_episodes: int | None = config.exploration_episodes
         self.obs_dim, self.action_dim = int(np.prod(env.observation_space.shape)), int(np.prod(space.shape))
         self.context_dim = self.obs_dim * (2 if config.use_next_obs_in_context else 1) + self.action_dim + 1
@@ -502,7 +510,12 @@ class PEARL:
         with torch.random.fork_rng(devices=[]):  # initialisation, without touching the global generator
             torch.manual_seed(int(seeds[3]))
             self.nets = PEARLNets(self.obs_dim, self.action_dim, self.context_dim, config)
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.alpha)), requires_grad=config.auto_entropy)
+        self.nets.to(self.device)  # the gradient steps run here; replay buffers stay on the CPU
+        # Acting (actor and encoder, one small batch per env step) stays on the CPU, where a GPU would be
+        # launch-latency bound; on a CPU device these are the trained networks themselves.
+        self.acting_nets = devices.acting_copy(self.nets, self.device)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(config.alpha), device=self.device),
+                                      requires_grad=config.auto_entropy)
         groups = [{"params": self.nets.actor.parameters(), "lr": config.policy_lr},
                   {"params": [*self.nets.q1.parameters(), *self.nets.q2.parameters()], "lr": config.q_lr},
                   {"params": self.nets.v.parameters(), "lr": config.v_lr},
@@ -521,7 +534,7 @@ class PEARL:
 
     def _policy(self, generator: torch.Generator, mode: str = "trial", initial: tuple[Tensor, Tensor] | None = None,
                 posterior: Callable[[np.ndarray], tuple[Tensor, Tensor]] | None = None) -> PEARLPolicy:
-        return PEARLPolicy(self.nets, generator, self.low, self.high, self.config.use_next_obs_in_context, mode,
+        return PEARLPolicy(self.acting_nets, generator, self.low, self.high, self.config.use_next_obs_in_context, mode,
                            initial, posterior)
 
     def exploration_policy(self) -> Policy:
@@ -532,7 +545,7 @@ class PEARL:
     def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
         """A policy drawing ``z`` from the posterior of the exploration episodes' transitions."""
         rows, _, mask = trial_transitions(exploration, self.low, self.high, self.config.use_next_obs_in_context)
-        mean, variance = self.nets.encoder(rows[..., : self.context_dim])
+        mean, variance = self.acting_nets.encoder(rows[..., : self.context_dim])
         precision = mask.float().unsqueeze(-1) / variance.clamp_min(MIN_FACTOR_VARIANCE)  # [N, T, latent]
         generator = torch.Generator()
         generator.set_state(policy.generator.get_state() if isinstance(policy, PEARLPolicy)
@@ -565,7 +578,7 @@ class PEARL:
             if filled:  # the prior for a task whose encoder buffer is still empty (oyster: the first episode)
                 buffers = [self.encoder_buffers[tasks[rows[i]].task_id] for i in filled]
                 context = self._sample(buffers, self.config.context_transitions)[..., : self.context_dim]
-                mean[filled], variance[filled] = product_of_gaussians(*self.nets.encoder(context))
+                mean[filled], variance[filled] = product_of_gaussians(*self.acting_nets.encoder(context))
             return mean, variance
 
         return posterior
@@ -617,8 +630,8 @@ class PEARL:
         sums: dict[str, Tensor] = {}
         for _ in range(steps):
             picked = [ready[i] for i in self.rng.integers(0, len(ready), cfg.meta_batch_tasks)]
-            context = self._sample([self.encoder_buffers[k] for k in picked], cfg.context_transitions)
-            batch = self._sample([self.rl_buffers[k] for k in picked], cfg.batch_transitions)
+            context = self._sample([self.encoder_buffers[k] for k in picked], cfg.context_transitions).to(self.device)
+            batch = self._sample([self.rl_buffers[k] for k in picked], cfg.batch_transitions).to(self.device)
             o, a = self.obs_dim, self.action_dim
             losses = pearl_loss(
                 self.nets, context[..., : self.context_dim], batch[..., :o], batch[..., o: o + a],
@@ -635,6 +648,7 @@ class PEARL:
             for k, v in losses.items():
                 sums[k] = sums[k] + v.detach().mean() if k in sums else v.detach().mean()
             self.gradient_steps_taken += 1
+        devices.refresh(self.acting_nets, self.nets)
         return {k: float(v) / steps for k, v in sums.items()}
 
     # --- state ---------------------------------------------------------------------------------
@@ -642,9 +656,9 @@ class PEARL:
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
-            "nets": self.nets.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "optimiser": self.optimiser.state_dict(),
+            "nets": devices.cpu_state(self.nets.state_dict()),
+            "log_alpha": self.log_alpha.detach().clone().cpu(),
+            "optimiser": devices.cpu_state(self.optimiser.state_dict()),
             "generator": self.generator.get_state(),
             "rng": self.rng.bit_generator.state,
             "iterations": self.iterations,
@@ -657,10 +671,11 @@ class PEARL:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.nets.load_state_dict(state["nets"])
+        self.nets.load_state_dict(state["nets"])  # copies into the parameters, wherever they live
+        devices.refresh(self.acting_nets, self.nets)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.optimiser.load_state_dict(state["optimiser"])
+        self.optimiser.load_state_dict(state["optimiser"])  # moves the moments to the parameters' device
         self.generator.set_state(state["generator"])
         self.rng.bit_generator.state = state["rng"]
         self.iterations, self.gradient_steps_taken = int(state["iterations"]), int(state["gradient_steps"])

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
-from algorithms.heads import action_distribution, augmented_observation, per_action, sample_action
+from algorithms.heads import StepInputs, action_distribution, augmented_observation, per_action, sample_action
 from algorithms.ppo import gae, normalise_advantages, ppo_loss, ppo_update, trial_cuts
 
 
@@ -89,17 +90,25 @@ class RL2Net(nn.Module):
 
 
 class RL2Policy:
-    """Step-wise policy holding one GRU state per environment; shares the learner's network."""
+    """Step-wise policy holding one GRU state per environment; shares the learner's (CPU) network.
+
+    One batched GRU step per env step for all environments, under ``inference_mode``; the step's
+    inputs go through one reused buffer (``StepInputs``) and the Gaussian noise into another.
+    """
 
     def __init__(self, net: RL2Net, generator: torch.Generator) -> None:
         self.net = net
         self.generator = generator
         self.hidden: Tensor | None = None
+        self.inputs = StepInputs(net.action_dim, net.discrete)
+        self.noise = torch.empty(0)
 
+    @torch.inference_mode()  # the state is an inference tensor after act: clear it in the same mode
     def reset(self, new_trial: np.ndarray) -> None:
         mask = torch.as_tensor(new_trial, dtype=torch.bool)
         if self.hidden is None or self.hidden.shape[1] != len(mask):
             self.hidden = torch.zeros(1, len(mask), self.net.gru.hidden_size)
+            self.noise = torch.empty(len(mask), self.net.action_dim)
         else:
             self.hidden[:, mask] = 0.0
 
@@ -112,15 +121,11 @@ class RL2Policy:
         episode_start: np.ndarray,
         deterministic: bool,
     ) -> np.ndarray:
-        x = self.net.augment(
-            torch.from_numpy(obs),
-            torch.from_numpy(prev_action),
-            torch.from_numpy(prev_reward),
-            torch.from_numpy(episode_start),
-        )
+        x = self.inputs(obs, prev_action, prev_reward, episode_start)
         features, self.hidden = self.net.gru(x.unsqueeze(1), self.hidden)
         out = self.net.policy_head(features[:, 0])
-        return sample_action(out, self.net.log_std, self.net.discrete, deterministic, self.generator).numpy()
+        return sample_action(out, self.net.log_std, self.net.discrete, deterministic, self.generator,
+                             self.noise).numpy()
 
 
 @register("rl2")
@@ -136,35 +141,38 @@ class RL2:
     }
     exploration_episodes: int | None = None
 
-    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str = "cpu") -> None:
+    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         self.env = env
         self.config = config
-        self.device = device
+        self.device = devices.resolve(device)
         obs_dim = int(np.prod(env.observation_space.shape))
         torch_seed = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # built on the CPU: the same initial weights on any device
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
             self.net = RL2Net(obs_dim, env.action_space, config.hidden_size, config.init_std, config.shared_value)
+        self.net.to(self.device)
+        # Acting stays on the CPU: one GRU step over a batch of ~20 environments is launch-latency bound
+        # on a GPU. On a CPU device the acting network is the trained one (no copy).
+        self.acting_net = devices.acting_copy(self.net, self.device)
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5)
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
         self.iterations = 0
 
     def exploration_policy(self) -> Policy:
-        return RL2Policy(self.net, self.generator)
+        return RL2Policy(self.acting_net, self.generator)
 
     def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
         return policy  # adaptation is in the GRU state
 
     def _sequence_inputs(self, batch: TrialBatch) -> dict[str, Tensor]:
+        def tensor(array: np.ndarray) -> Tensor:
+            return torch.from_numpy(array).to(self.device)
+
         return {
-            "inputs": self.net.augment(
-                torch.from_numpy(batch.obs),
-                torch.from_numpy(batch.previous(batch.actions)),
-                torch.from_numpy(batch.previous(batch.rewards)),
-                torch.from_numpy(batch.episode_start),
-            ),
-            "actions": torch.from_numpy(batch.actions),
-            "mask": torch.from_numpy(batch.valid).float(),
+            "inputs": self.net.augment(tensor(batch.obs), tensor(batch.previous(batch.actions)),
+                                       tensor(batch.previous(batch.rewards)), tensor(batch.episode_start)),
+            "actions": tensor(batch.actions),
+            "mask": tensor(batch.valid).float(),
         }
 
     def _forward(self, inputs: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -181,11 +189,12 @@ class RL2:
         with torch.no_grad():
             old_log_prob, old_values, _ = self._forward(data["inputs"], data["actions"])
             advantages, returns = gae(
-                torch.from_numpy(batch.rewards), old_values, torch.from_numpy(trial_cuts(batch.valid)),
-                cfg.discount, cfg.gae_lambda,
+                torch.from_numpy(batch.rewards).to(self.device), old_values,
+                torch.from_numpy(trial_cuts(batch.valid)).to(self.device), cfg.discount, cfg.gae_lambda,
             )
 
         def loss_fn(index: Tensor) -> dict[str, Tensor]:
+            index = index.to(self.device)  # minibatch indices come from the CPU generator
             log_prob, values, entropy = self._forward(data["inputs"][index], data["actions"][index])
             mask = data["mask"][index]
             return ppo_loss(
@@ -197,6 +206,7 @@ class RL2:
             loss_fn, batch.num_tasks, self.optimiser, list(self.net.parameters()), cfg.epochs, cfg.minibatches,
             cfg.max_grad_norm, self.generator, cfg.target_kl,
         )
+        devices.refresh(self.acting_net, self.net)
         self.iterations += 1
         logs["train_return"] = float(batch.episode_returns.mean())
         return logs
@@ -204,14 +214,15 @@ class RL2:
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
-            "net": self.net.state_dict(),
-            "optimiser": self.optimiser.state_dict(),
+            "net": devices.cpu_state(self.net.state_dict()),
+            "optimiser": devices.cpu_state(self.optimiser.state_dict()),
             "generator": self.generator.get_state(),
             "iterations": self.iterations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.optimiser.load_state_dict(state["optimiser"])
+        self.net.load_state_dict(state["net"])  # copies into the parameters, wherever they live
+        devices.refresh(self.acting_net, self.net)
+        self.optimiser.load_state_dict(state["optimiser"])  # moves the moments to the parameters' device
         self.generator.set_state(state["generator"])
         self.iterations = int(state["iterations"])

@@ -44,8 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
-from algorithms.heads import action_distribution, augmented_observation, per_action, sample_action
+from algorithms.heads import StepInputs, action_distribution, augmented_observation, per_action, sample_action
 from algorithms.ppo import gae, normalise_advantages, ppo_loss, ppo_update, trial_cuts
 
 ATTENTION_MODES = ("window", "sliding")
@@ -208,7 +209,9 @@ class TrMRLNet(nn.Module):
         d, n = config.d_model, config.layers
         self.embed = nn.Linear(self.token_dim, d, bias=False)
         self.blocks = nn.ModuleList(Block(d, config.heads, config.ff_size, config.pre_ln) for _ in range(n))
-        self._positions = sinusoid_table(max(64, config.working_memory), d)
+        # A buffer so that it follows the network to its device; not persistent: not part of checkpoints.
+        self.register_buffer("_positions", sinusoid_table(max(64, config.working_memory), d), persistent=False)
+        self._window_constants: dict[tuple[int, torch.device], tuple[Tensor, Tensor]] = {}
 
         # T-Fixup as released: Xavier on every matrix of the encoder, then the scales of tfixup_scales.
         scales = tfixup_scales(n)
@@ -229,6 +232,10 @@ class TrMRLNet(nn.Module):
         self.log_std = nn.Parameter(torch.full((self.action_dim,), math.log(config.init_std)))
         self.value_head = _mlp([d if config.shared_value else self.token_dim, 64, 64, 1])
 
+    @property
+    def device(self) -> torch.device:
+        return self._positions.device
+
     def policy_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("value_head.")]
 
@@ -243,8 +250,19 @@ class TrMRLNet(nn.Module):
         """Sinusoidal position vectors ``[..., d_model]`` for integer positions ``index``."""
         needed = int(index.max()) + 1 if index.numel() else 0
         if needed > len(self._positions):
-            self._positions = sinusoid_table(max(needed, 2 * len(self._positions)), self.config.d_model)
+            grown = sinusoid_table(max(needed, 2 * len(self._positions)), self.config.d_model)
+            self._positions = grown.to(self._positions.device)
         return self._positions[index]
+
+    def window_constants(self, w: int) -> tuple[Tensor, Tensor]:
+        """``(positions [w, d_model], causal mask [1, 1, w, w])`` of a ``w``-slot window, built once per device
+        (acting reads them at every env step)."""
+        key = (w, self._positions.device)
+        if key not in self._window_constants:
+            device = self._positions.device
+            allowed = torch.ones(w, w, dtype=torch.bool, device=device).tril().view(1, 1, w, w)
+            self._window_constants[key] = (self.positions(torch.arange(w, device=device)), allowed)
+        return self._window_constants[key]
 
     # -- window attention (the paper's) -----------------------------------------------------------
 
@@ -261,13 +279,12 @@ class TrMRLNet(nn.Module):
             ``(features, outputs)``: the policy head's input ``[B, head_in]`` and the last block's
             output at the current slot ``[B, d_model]``.
         """
-        w = windows.shape[1]
+        positions, allowed = self.window_constants(windows.shape[1])
         embedded = self.embed(windows)
-        x = embedded + self.positions(torch.arange(w))
-        allowed = torch.ones(w, w, dtype=torch.bool).tril().view(1, 1, w, w)
+        x = embedded + positions
         for block in self.blocks:
             x = block(x, allowed)
-        rows = torch.arange(len(count))
+        rows = torch.arange(len(count), device=count.device)
         current = x[rows, count - 1]
         return self._head_input(current, embedded[rows, count - 1], x), current
 
@@ -289,13 +306,14 @@ class TrMRLNet(nn.Module):
         Returns:
             ``(features, outputs)`` per step: ``[B, T, head_in]`` and ``[B, T, d_model]``.
         """
-        t, w = tokens.shape[1], self.config.working_memory
+        t, w, device = tokens.shape[1], self.config.working_memory, tokens.device
         embedded = self.embed(tokens)
         x = embedded + self.positions(position)
         chunks = []
         for first in range(0, t, chunk):
             end, key_first = min(t, first + chunk), max(0, first - w + 1)
-            lag = torch.arange(first, end).view(-1, 1) - torch.arange(key_first, end).view(1, -1)
+            lag = (torch.arange(first, end, device=device).view(-1, 1)
+                   - torch.arange(key_first, end, device=device).view(1, -1))
             same_span = span[:, first:end, None] == span[:, None, key_first:end]
             chunks.append((first, end, key_first, (((lag >= 0) & (lag < w)) & same_span).unsqueeze(1)))
         for block in self.blocks:
@@ -327,26 +345,31 @@ class TrMRLNet(nn.Module):
     def value(self, tokens: Tensor, outputs: Tensor) -> Tensor:
         return self.value_head(outputs if self.config.shared_value else tokens).squeeze(-1)
 
-    def sample(self, features: Tensor, deterministic: bool, generator: torch.Generator) -> Tensor:
-        return sample_action(self.policy_head(features), self.log_std, self.discrete, deterministic, generator)
-
 
 # --- step-wise memory ----------------------------------------------------------------------------
 
 
 class WindowMemory:
-    """The paper's working memory: the last ``W`` tokens per environment, left-aligned, zero-padded."""
+    """The paper's working memory: the last ``W`` tokens per environment, left-aligned, zero-padded.
+
+    Nothing of the forward can be cached across steps: positions count from the window's start, so
+    every token's first-layer input changes as the window slides (see the module docstring).
+    """
 
     def __init__(self, net: TrMRLNet) -> None:
         self.net = net
-        self.windows = torch.zeros(0, net.config.working_memory, net.token_dim)
-        self.count = torch.zeros(0, dtype=torch.int64)
+        device = net.device
+        self.windows = torch.zeros(0, net.config.working_memory, net.token_dim, device=device)
+        self.spare = torch.zeros_like(self.windows)  # the next step's windows when every window slides
+        self.count = torch.zeros(0, dtype=torch.int64, device=device)
 
     def reset(self, rows: Tensor) -> None:
         """Empty the windows of the environments where ``rows`` (``[N]`` bool) is True."""
+        rows = rows.to(self.windows.device)
         if len(self.count) != len(rows):
-            self.windows = torch.zeros(len(rows), *self.windows.shape[1:])
-            self.count = torch.zeros(len(rows), dtype=torch.int64)
+            self.windows = self.windows.new_zeros(len(rows), *self.windows.shape[1:])
+            self.spare = torch.zeros_like(self.windows)
+            self.count = self.count.new_zeros(len(rows))
         self.windows[rows] = 0.0
         self.count[rows] = 0
 
@@ -354,11 +377,15 @@ class WindowMemory:
         """Append ``token`` (``[N, token_dim]``) to every window; the policy features ``[N, head_in]``."""
         w = self.windows.shape[1]
         full = self.count == w
-        if bool(full.any()):
-            self.windows[full] = torch.roll(self.windows[full], -1, dims=1)
-            self.count[full] = w - 1
-        self.windows[torch.arange(len(token)), self.count] = token
-        self.count += 1
+        if bool(full.all()):  # mid-episode every window slides by one: one copy into the spare buffer
+            torch.cat([self.windows[:, 1:], token.unsqueeze(1)], dim=1, out=self.spare)
+            self.windows, self.spare = self.spare, self.windows
+        else:
+            if bool(full.any()):
+                self.windows[full] = torch.roll(self.windows[full], -1, dims=1)
+                self.count[full] = w - 1
+            self.windows[torch.arange(len(token), device=token.device), self.count] = token
+            self.count += 1
         return self.net.window_forward(self.windows, self.count)[0]
 
 
@@ -371,26 +398,29 @@ class SlidingCache:
 
     def __init__(self, net: TrMRLNet) -> None:
         self.net = net
-        self.position = torch.zeros(0, dtype=torch.int64)
+        self.device = net.device
+        self.position = torch.zeros(0, dtype=torch.int64, device=self.device)
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
+        self.slots = torch.arange(net.config.working_memory, device=self.device).view(1, -1)
 
     def reset(self, rows: Tensor) -> None:
+        rows = rows.to(self.device)
         if len(self.position) != len(rows):
             cfg = self.net.config
             shape = (len(rows), cfg.heads, cfg.working_memory, cfg.d_model // cfg.heads)
-            self.keys = [torch.zeros(shape) for _ in self.net.blocks]
-            self.values = [torch.zeros(shape) for _ in self.net.blocks]
-            self.position = torch.zeros(len(rows), dtype=torch.int64)
+            self.keys = [torch.zeros(shape, device=self.device) for _ in self.net.blocks]
+            self.values = [torch.zeros(shape, device=self.device) for _ in self.net.blocks]
+            self.position = torch.zeros(len(rows), dtype=torch.int64, device=self.device)
+            self.rows = torch.arange(len(rows), device=self.device)
         self.position[rows] = 0  # slots at or past the position are masked out, no need to clear them
 
     def step(self, token: Tensor) -> Tensor:
-        net, w = self.net, self.net.config.working_memory
-        rows = torch.arange(len(token))
+        net, w, rows = self.net, self.net.config.working_memory, self.rows
         slot = self.position % w
         embedded = net.embed(token).unsqueeze(1)  # [N, 1, d]
         x = embedded + net.positions(self.position).unsqueeze(1)
-        allowed = (torch.arange(w).view(1, w) <= self.position.view(-1, 1)).view(-1, 1, 1, w)
+        allowed = (self.slots <= self.position.view(-1, 1)).view(-1, 1, 1, w)
         for block, keys, values in zip(net.blocks, self.keys, self.values, strict=True):
             q, k, v = block.project(x)
             keys[rows, :, slot] = k[:, :, 0]
@@ -406,39 +436,55 @@ class UncachedSliding:
     def __init__(self, net: TrMRLNet) -> None:
         self.net = net
         cfg = net.config
+        self.device = net.device
         self.keep = cfg.layers * (cfg.working_memory - 1) + 1  # the receptive field: older tokens are irrelevant
-        self.history = torch.zeros(0, self.keep, net.token_dim)
-        self.position = torch.zeros(0, dtype=torch.int64)
+        self.history = torch.zeros(0, self.keep, net.token_dim, device=self.device)
+        self.position = torch.zeros(0, dtype=torch.int64, device=self.device)
 
     def reset(self, rows: Tensor) -> None:
+        rows = rows.to(self.device)
         if len(self.position) != len(rows):
-            self.history = torch.zeros(len(rows), self.keep, self.net.token_dim)
-            self.position = torch.zeros(len(rows), dtype=torch.int64)
+            self.history = torch.zeros(len(rows), self.keep, self.net.token_dim, device=self.device)
+            self.position = torch.zeros(len(rows), dtype=torch.int64, device=self.device)
         self.position[rows] = 0
+
+    def skip(self, tokens: Tensor) -> None:
+        """Take in ``tokens`` (``[K, N, token_dim]``, oldest first) as ``K`` steps would, without computing the
+        features of those steps (benchmarks reach a long history this way)."""
+        self.history = torch.cat([self.history, tokens.transpose(0, 1)], dim=1)[:, -self.keep:]
+        self.position += len(tokens)
 
     def step(self, token: Tensor) -> Tensor:
         self.history = torch.cat([self.history[:, 1:], token.unsqueeze(1)], dim=1)
         self.position += 1
         length = min(self.keep, int(self.position.max()))  # only the longest span's tokens matter
         # Position of every slot; slots before a span's start get negative ids and a span of their own.
-        position = self.position.view(-1, 1) - length + torch.arange(length).view(1, -1)
+        position = self.position.view(-1, 1) - length + torch.arange(length, device=self.device).view(1, -1)
         span = (position < 0).long()
         features, _ = self.net.sliding_forward(self.history[:, -length:], position.clamp_min(0), span)
         return features[:, -1]
 
 
 class TrMRLPolicy:
-    """Step-wise policy over the learner's network; one batched forward per step for all tasks."""
+    """Step-wise policy over the learner's network; one batched forward per step for all tasks.
+
+    It runs on the network's device: the step's inputs are built on the CPU in one reused buffer
+    (``StepInputs``) and copied over once, the action head's output comes back once, and actions are
+    drawn on the CPU from the learner's CPU generator, so a seed gives the same noise on every device.
+    """
 
     def __init__(self, net: TrMRLNet, generator: torch.Generator, cached: bool = True) -> None:
         self.net = net
         self.generator = generator
+        self.device = net.device
         cfg = net.config
         if cfg.attention == "window":
             self.memory: WindowMemory | SlidingCache | UncachedSliding = WindowMemory(net)
         else:
             self.memory = SlidingCache(net) if cached else UncachedSliding(net)
         self._span_per_episode = cfg.memory_span == "episode"
+        self.inputs = StepInputs(net.action_dim, net.discrete)
+        self.noise = torch.empty(0)
 
     def reset(self, new_trial: np.ndarray) -> None:
         self.memory.reset(torch.as_tensor(new_trial, dtype=torch.bool))
@@ -446,12 +492,14 @@ class TrMRLPolicy:
     @torch.inference_mode()
     def act(self, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, episode_start: np.ndarray,
             deterministic: bool) -> np.ndarray:
-        start = torch.from_numpy(episode_start)
-        if self._span_per_episode and bool(start.any()):
-            self.memory.reset(start)
-        token = self.net.tokens(torch.from_numpy(obs), torch.from_numpy(prev_action), torch.from_numpy(prev_reward),
-                                start)
-        return self.net.sample(self.memory.step(token), deterministic, self.generator).numpy()
+        if self._span_per_episode and episode_start.any():
+            self.memory.reset(torch.from_numpy(episode_start))
+        token = self.inputs(obs, prev_action, prev_reward, episode_start).to(self.device)
+        out = self.net.policy_head(self.memory.step(token)).cpu()
+        if self.noise.shape != out.shape:
+            self.noise = torch.empty(out.shape)
+        return sample_action(out, self.net.log_std.cpu(), self.net.discrete, deterministic, self.generator,
+                             self.noise).numpy()
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -484,9 +532,10 @@ def gather_windows(tokens: Tensor, position: Tensor, rows: Tensor, steps: Tensor
     Returns:
         ``(windows [M, W, token_dim], count [M])``.
     """
+    slots = torch.arange(window, device=tokens.device).unsqueeze(0)
     count = (position[rows, steps] + 1).clamp_max(window)
-    index = (steps - count + 1).unsqueeze(1) + torch.arange(window).unsqueeze(0)  # [M, W]
-    filled = torch.arange(window).unsqueeze(0) < count.unsqueeze(1)
+    index = (steps - count + 1).unsqueeze(1) + slots  # [M, W]
+    filled = slots < count.unsqueeze(1)
     windows = tokens[rows.unsqueeze(1), index.clamp(0, tokens.shape[1] - 1)] * filled.unsqueeze(-1)
     return windows, count
 
@@ -550,15 +599,19 @@ class TrMRL:
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     exploration_episodes: int | None = None
 
-    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str = "cpu") -> None:
+    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         self.env = env
         self.config = config
-        self.device = device
+        self.device = devices.resolve(device)
         obs_dim = int(np.prod(env.observation_space.shape))
         torch_seed = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]):  # built on the CPU: the same initial weights on any device
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
             self.net = TrMRLNet(obs_dim, env.action_space, config)
+        # Acting runs on this device too (TrMRLPolicy): the paper's step re-reads 20 windows × 5 tokens
+        # through 4 blocks of width 128 (~80 M multiply-adds), compute that a GPU does in a fraction of
+        # the ~4 ms one CPU core needs, for one host-device round trip per env step.
+        self.net.to(self.device)
         self.optimisers = _Optimisers(
             torch.optim.AdamW(self.net.policy_parameters(), lr=config.policy_lr),
             torch.optim.AdamW(self.net.value_parameters(), lr=config.value_lr),
@@ -583,35 +636,38 @@ class TrMRL:
         self._set_lr()
         batch = sampler.collect(self.exploration_policy(), tasks, self.env.episodes_per_trial)
         cfg = self.config
-        tokens = self.net.tokens(
-            torch.from_numpy(batch.obs), torch.from_numpy(batch.previous(batch.actions)),
-            torch.from_numpy(batch.previous(batch.rewards)), torch.from_numpy(batch.episode_start),
-        )
-        actions = torch.from_numpy(batch.actions)
-        position, span = span_positions(batch.episode_start, cfg.memory_span == "episode")
+
+        def tensor(array: np.ndarray) -> Tensor:
+            return torch.from_numpy(array).to(self.device)
+
+        tokens = self.net.tokens(tensor(batch.obs), tensor(batch.previous(batch.actions)),
+                                 tensor(batch.previous(batch.rewards)), tensor(batch.episode_start))
+        actions = tensor(batch.actions)
+        position, span = (x.to(self.device) for x in span_positions(batch.episode_start, cfg.memory_span == "episode"))
         if cfg.attention == "window":
-            rows, steps = (torch.from_numpy(a) for a in np.nonzero(batch.valid))
+            rows, steps = (tensor(a) for a in np.nonzero(batch.valid))
             forward = self._window_samples(tokens, actions, position, rows, steps)
             count, num_minibatches = len(rows), math.ceil(len(rows) / cfg.minibatch_size)
         else:
-            forward = self._sliding_trials(tokens, actions, position, span, torch.from_numpy(batch.valid))
+            forward = self._sliding_trials(tokens, actions, position, span, tensor(batch.valid))
             count = batch.num_tasks
             num_minibatches = min(count, math.ceil(batch.env_steps / cfg.minibatch_size))
 
         with torch.no_grad():
-            old_log_prob, old_values, _, _ = forward(torch.arange(count), chunked=True)
+            old_log_prob, old_values, _, _ = forward(torch.arange(count, device=self.device), chunked=True)
             # GAE over the whole trial: values per step in [N, T] layout.
-            values = torch.zeros(batch.rewards.shape)
+            values = torch.zeros(batch.rewards.shape, device=self.device)
             if cfg.attention == "window":
                 values[rows, steps] = old_values
             else:
                 values = old_values
-            advantages, returns = gae(torch.from_numpy(batch.rewards), values,
-                                      torch.from_numpy(trial_cuts(batch.valid)), cfg.discount, cfg.gae_lambda)
+            advantages, returns = gae(tensor(batch.rewards), values, tensor(trial_cuts(batch.valid)), cfg.discount,
+                                      cfg.gae_lambda)
             if cfg.attention == "window":
                 advantages, returns = advantages[rows, steps], returns[rows, steps]
 
         def loss_fn(index: Tensor) -> dict[str, Tensor]:
+            index = index.to(self.device)  # minibatch indices come from the CPU generator
             log_prob, values, entropy, mask = forward(index, chunked=False)
             adv = normalise_advantages(advantages[index], mask) if cfg.normalise_advantages else advantages[index]
             return ppo_loss(log_prob, old_log_prob[index], adv, values, returns[index], entropy, mask,
@@ -659,15 +715,16 @@ class TrMRL:
     def state_dict(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
-            "net": self.net.state_dict(),
-            "policy_optimiser": self.optimisers.policy.state_dict(),
-            "value_optimiser": self.optimisers.value.state_dict(),
+            "net": devices.cpu_state(self.net.state_dict()),
+            "policy_optimiser": devices.cpu_state(self.optimisers.policy.state_dict()),
+            "value_optimiser": devices.cpu_state(self.optimisers.value.state_dict()),
             "generator": self.generator.get_state(),
             "iterations": self.iterations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
+        self.net.load_state_dict(state["net"])  # copies into the parameters, wherever they live
+        # Optimiser states are moved to their parameters' device by load_state_dict.
         self.optimisers.policy.load_state_dict(state["policy_optimiser"])
         self.optimisers.value.load_state_dict(state["value_optimiser"])
         self.generator.set_state(state["generator"])

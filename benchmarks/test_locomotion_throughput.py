@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from harness import seeding
+from harness.bench import RandomPolicy
 from harness.rollout import Sampler
 from harness.tasks import TaskFamily, family_class, make_split
 
@@ -33,23 +34,6 @@ BARE: dict[str, tuple[str, dict[str, Any]]] = {
     "walker_params": ("Walker2d-v5", {}),
     "hopper_params": ("Hopper-v5", {}),
 }
-
-
-class RandomPolicy:
-    """Uniform random actions in the box, one batched draw per step (the ``Policy`` protocol)."""
-
-    def __init__(self, space: gym.spaces.Box, seed: int) -> None:
-        self.low = space.low.astype(np.float32)
-        self.width = (space.high - space.low).astype(np.float32)
-        self.rng = np.random.default_rng(seed)
-
-    def reset(self, new_trial: np.ndarray) -> None:
-        pass
-
-    def act(self, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, episode_start: np.ndarray,
-            deterministic: bool) -> np.ndarray:
-        # rng.random + scale: uniform(low, high) with array bounds costs ~20 µs a call, as much as a step
-        return self.low + self.width * self.rng.random((len(obs), len(self.low)), dtype=np.float32)
 
 
 class BareLoop:

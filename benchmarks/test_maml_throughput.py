@@ -23,12 +23,11 @@ import time
 from typing import Any
 
 import pytest
-import torch
-from baselines import BareVectorEnv, TimedSampler
 
 from algorithms.base import MetaEnvInfo
 from algorithms.maml import MAML, PRESETS, Config
 from harness import seeding
+from harness.bench import THREADS, TimedSampler, halfcheetah_bare, torch_threads
 from harness.rollout import Sampler
 from harness.tasks import family_class, make_split
 
@@ -40,10 +39,8 @@ ENV_STEPS = 2 * TASKS * TRIALS_PER_TASK * STEPS  # pre- and post-update one-epis
 def one_torch_thread() -> Any:
     """One intra-op thread, as the harness's workers run (``harness.runner.execute``): with two threads on
     a loaded 2-core machine, the many small per-step policy calls slow sampling several-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(THREADS):
+        yield
 
 
 @pytest.mark.usefixtures("one_torch_thread")
@@ -54,7 +51,7 @@ def test_maml_trpo_iteration_vs_bare_vector_env(benchmark: Any) -> None:
     sampler = TimedSampler(Sampler(family, seeding.generator(0, "bench", "sampler")))
     env = MetaEnvInfo(sampler.sampler.observation_space, sampler.sampler.action_space, 2, family.max_episode_steps)
     learner = MAML(env, Config(**{**PRESETS["halfcheetah_vel"], "trials_per_task": TRIALS_PER_TASK}), seed=0)
-    bare = BareVectorEnv(TASKS, ENV_STEPS // TASKS)
+    bare = halfcheetah_bare(TASKS, ENV_STEPS // TASKS)
     rounds: list[dict[str, float]] = []
 
     def iteration() -> None:
@@ -66,6 +63,7 @@ def test_maml_trpo_iteration_vs_bare_vector_env(benchmark: Any) -> None:
         rounds.append({"seconds": seconds, "sampling": sampler.seconds, "update": seconds - sampler.seconds})
 
     benchmark.pedantic(iteration, setup=bare.run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    bare.close()
     best = min(rounds, key=lambda r: r["seconds"])
     bare_seconds = min(bare.seconds)
     per_10k = 1e4 / ENV_STEPS

@@ -24,12 +24,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import torch
-from baselines import BareVectorEnv, TimedSampler
-
 from algorithms.base import MetaEnvInfo
 from algorithms.pearl import PEARL, PRESETS, Config
 from harness import seeding
+from harness.bench import THREADS, TimedSampler, halfcheetah_bare, torch_threads
 from harness.rollout import Sampler
 from harness.tasks import family_class, make_split
 
@@ -38,12 +36,8 @@ PRESET = "halfcheetah_vel"
 
 
 def test_pearl_iteration_vs_bare_vector_env(benchmark: Any) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the harness's workers
-    try:
+    with torch_threads(THREADS):  # one, as the harness's workers
         _measure(benchmark)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _measure(benchmark: Any) -> None:
@@ -56,7 +50,7 @@ def _measure(benchmark: Any) -> None:
     learner = PEARL(info, config, seed=0)
     learner.train_iteration(sampler, tasks)  # initial data for every task: rounds then collect the same
     steps_per_task = config.prior_env_steps + config.posterior_env_steps + config.extra_rl_env_steps
-    bare = BareVectorEnv(TASKS, steps_per_task)
+    bare = halfcheetah_bare(TASKS, steps_per_task)
     rounds: list[dict[str, float]] = []
 
     def iteration() -> None:
@@ -69,6 +63,7 @@ def _measure(benchmark: Any) -> None:
                        "gradient_steps": learner.gradient_steps_taken - gradient_steps})
 
     benchmark.pedantic(iteration, setup=bare.run, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    bare.close()
     best = min(rounds[1:], key=lambda r: r["seconds"])  # rounds[0] is pedantic's warm-up
     env_steps = best["env_steps"]
     assert env_steps == TASKS * steps_per_task  # whole 200-step episodes, no initial data

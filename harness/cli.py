@@ -1,4 +1,4 @@
-"""``python -m harness``: run, validate, status, report, tasks."""
+"""``python -m harness``: run, validate, status, report, regress, figures, import-garage, bench, tasks."""
 
 from __future__ import annotations
 
@@ -298,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     legacy.add_argument("--results", default="results/imported", help="results directory (default: %(default)s)")
     legacy.add_argument("--force", action="store_true", help="overwrite a run of the same name")
     legacy.set_defaults(handler=cmd_import_garage)
+
+    from harness.bench import register as register_bench
+
+    register_bench(commands)  # `bench`: throughput ratios on this machine (harness/bench.py)
 
     tasks = commands.add_parser("tasks", help="list task families, or describe one")
     tasks.add_argument("family", nargs="?")

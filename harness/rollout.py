@@ -5,6 +5,10 @@ the start of a trial only; at an episode boundary inside a trial it sees ``episo
 keeps its memory (RL²). Each environment is reset with a seed drawn from the sampler's generator at
 the start of a trial and without a seed between the episodes of a trial, so a trial is reproducible
 from the sampler's state alone.
+
+The loop's own cost is small next to ``env.step`` (``python -m harness bench``, case ``random``): the
+buffers are written with one slice per array while every trial is running, and per-environment
+bookkeeping stays in Python scalars.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ class Sampler:
         self.action_space = probe.action_space
         self._discrete = isinstance(self.action_space, gym.spaces.Discrete)
         self._envs.append(probe)
+
+    def prepare(self, tasks: Sequence[Task]) -> None:
+        """Build the environments ``collect`` will need for ``tasks`` now (it builds missing ones on first use:
+        ~0.1 s each for Meta-World, which a benchmark should not time)."""
+        self._envs_for(tasks)
 
     def _envs_for(self, tasks: Sequence[Task]) -> list[gym.Env]:
         while len(self._envs) < len(tasks):
@@ -84,26 +93,40 @@ class Sampler:
         prev_reward = np.zeros(num, np.float32)
         episode_start = np.ones(num, bool)
         episode = np.zeros(num, np.int64)
-        step_in_episode = np.zeros(num, np.int64)
+        step_in_episode = [0] * num  # Python ints: the per-env loop below reads and writes them every step
         active = np.ones(num, bool)
+        active_count = num
+        every_row = np.arange(num)
+        step_fns = [env.step for env in envs]
 
         for t in range(steps):
-            if not active.any():
+            if not active_count:
                 break
+            # obs and episode_start are the same arrays every step, updated in place below: a policy that
+            # keeps them across steps must copy them (PEARLPolicy.last_obs does).
             actions = np.asarray(policy.act(obs, prev_action, prev_reward, episode_start, deterministic))
-            rows = np.flatnonzero(active)
-            obs_buf[rows, t] = obs[rows]
-            act_buf[rows, t] = actions[rows]
-            start_buf[rows, t] = episode_start[rows]
-            episode_buf[rows, t] = episode[rows]
-            valid[rows, t] = True
+            if active_count == num:  # the common case: plain slices instead of fancy indexing
+                rows = every_row
+                obs_buf[:, t] = obs
+                act_buf[:, t] = actions
+                start_buf[:, t] = episode_start
+                episode_buf[:, t] = episode
+                valid[:, t] = True
+            else:
+                rows = np.flatnonzero(active)
+                obs_buf[rows, t] = obs[rows]
+                act_buf[rows, t] = actions[rows]
+                start_buf[rows, t] = episode_start[rows]
+                episode_buf[rows, t] = episode[rows]
+                valid[rows, t] = True
+            episode_now = episode[rows]  # returns go to the episode the step belongs to, before any increment
+            rewards, successes, dones = [], [], []
             # obs[rows] is stored above, so each row's next observation can overwrite it in place.
-            for i in rows:
-                o, r, terminated, truncated, info = envs[i].step(actions[i])
+            for i in rows.tolist():
+                o, r, terminated, truncated, info = step_fns[i](actions[i])
+                rewards.append(r)
+                successes.append(bool(info.get("success", False)))
                 step_in_episode[i] += 1
-                rew_buf[i, t] = r
-                returns[i, episode[i]] += r
-                success_buf[i, t] = bool(info.get("success", False))
                 done = terminated or truncated or step_in_episode[i] >= horizon
                 if done:
                     end_buf[i, t] = True
@@ -113,10 +136,18 @@ class Sampler:
                     step_in_episode[i] = 0
                     if episode[i] == episodes:
                         active[i] = False
+                        active_count -= 1
                     else:
                         o, _ = envs[i].reset()
                 obs[i] = o
-                episode_start[i] = done
+                dones.append(done)
+            # One vectorised write per array: float64 rewards cast to float32 exactly as item assignment
+            # would, and returns accumulate the float64 rewards in step order as before.
+            reward_row = np.array(rewards, np.float64)
+            rew_buf[rows, t] = reward_row
+            returns[rows, episode_now] += reward_row
+            success_buf[rows, t] = successes
+            episode_start[rows] = dones
             self.env_steps += len(rows)
             prev_action = actions.astype(act_dtype, copy=False)
             prev_reward = rew_buf[:, t]  # a view: column t is final once the step is taken
@@ -139,6 +170,12 @@ class Sampler:
             episode_success=episode_success,
             task_ids=[t.task_id for t in tasks],
         )
+
+    def close(self) -> None:
+        """Close every environment the sampler built."""
+        for env in self._envs:
+            env.close()
+        self._envs = []
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": self.rng.bit_generator.state, "env_steps": self.env_steps}

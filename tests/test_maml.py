@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch.func import functional_call
 
 import algorithms.maml  # noqa: F401  # registers "maml" before suites name it
 from algorithms.base import LEARNERS, MetaEnvInfo, Task, TrialBatch
@@ -216,6 +217,23 @@ def test_three_inner_steps_move_the_parameters_at_every_step_and_leave_the_learn
     with pytest.raises(ValueError, match="adapted to 6 tasks"):
         adapted.act(exploration.obs[:2, 0], np.zeros((2, 2), np.float32), np.zeros(2, np.float32), np.ones(2, bool),
                     False)
+
+
+def test_acting_forwards_equal_functional_call_and_the_vmapped_outputs_bit_for_bit() -> None:
+    """The policies act through ``forward_with``/``forward_stacked`` (no module swapping, no ``vmap``):
+    the same kernels on the same operands as ``functional_call`` and ``policy_outputs``, so the same bits."""
+    for obs_dim, hidden, tasks, space in ((2, (32, 32), 20, gym.spaces.Box(-1, 1, (2,))),
+                                          (17, (64, 64), 40, gym.spaces.Box(-1, 1, (6,))),
+                                          (39, (128, 128), 1, gym.spaces.Box(-1, 1, (4,))),
+                                          (1, (16,), 7, gym.spaces.Discrete(5))):
+        torch.manual_seed(obs_dim)
+        net = PolicyNet(obs_dim, space, hidden, 1.0)
+        theta = {k: v.detach() for k, v in net.named_parameters()}
+        params = {k: v + 0.1 * torch.randn(v.shape) for k, v in stack(theta, tasks).items()}
+        obs = torch.randn(tasks, obs_dim)
+        with torch.inference_mode():
+            assert torch.equal(net.forward_with(theta, obs), functional_call(net, theta, (obs,)))
+            assert torch.equal(net.forward_stacked(params, obs), policy_outputs(net, params, obs.unsqueeze(1))[0][:, 0])
 
 
 def test_exploration_samples_even_when_deterministic_and_the_adapted_policy_honours_it() -> None:

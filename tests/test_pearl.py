@@ -299,6 +299,22 @@ def test_exploration_draws_z_from_the_prior_then_from_the_trial_posterior_and_ad
     assert state_after["rl_buffers"].keys() == state_before["rl_buffers"].keys()
 
 
+def test_the_trial_context_pairs_each_action_with_the_observation_it_was_taken_in() -> None:
+    """The sampler overwrites its observation array in place every step; the context must hold copies."""
+    family, _ = point_nav()
+    learner, _ = learner_for(family)
+    policy = learner.exploration_policy()
+    obs = np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)
+    first = obs.copy()
+    zeros, start = np.zeros((2, 2), np.float32), np.ones(2, bool)
+    action = policy.act(obs, zeros, np.zeros(2, np.float32), start, True)
+    obs[:] = [[1.0, 2.0], [3.0, 4.0]]  # the next observations, written into the same array
+    policy.act(obs, action, np.array([0.5, -0.5], np.float32), ~start, True)
+    context, _ = policy.pending[-1]
+    assert np.array_equal(context[:, :2].numpy(), first)  # s, not s'
+    assert np.allclose(context[:, -1].numpy(), [0.5, -0.5])  # r
+
+
 def test_training_collection_uses_prior_and_posterior_data_as_oyster() -> None:
     family, split = point_nav()
     tasks = split["train"][:3]
@@ -323,9 +339,9 @@ def test_box_actions_only_and_config_errors_name_the_field() -> None:
     info = MetaEnvInfo(gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Discrete(3), 2, 5)
     with pytest.raises(TypeError, match="Discrete"):
         PEARL(info, Config(**TINY), seed=0)
-    with pytest.raises(ValueError, match="CPU"):
-        box = replace(info, action_space=gym.spaces.Box(-1, 1, (2,), np.float32))
-        PEARL(box, Config(**TINY), seed=0, device="cuda")
+    box = replace(info, action_space=gym.spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(ValueError, match=r"^device:"):
+        PEARL(box, Config(**TINY), seed=0, device="auto")  # the harness resolves "auto" before building
     with pytest.raises(ValueError, match=r"^kl_lambda:"):
         Config(kl_lambda=-1.0)
     with pytest.raises(ValueError, match=r"^posterior_context:"):

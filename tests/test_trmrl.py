@@ -19,6 +19,7 @@ from algorithms.trmrl import (
     TrMRL,
     TrMRLNet,
     TrMRLPolicy,
+    UncachedSliding,
     gather_windows,
     lr_factor,
     span_positions,
@@ -166,6 +167,22 @@ def test_memory_resets_at_episode_start_only_when_the_span_is_the_episode(attent
         a, b = stepwise_features(net, tokens_a, start), stepwise_features(net, tokens_b, start)
         assert not torch.allclose(a[:, :10], b[:, :10])
         assert torch.allclose(a[:, 10:], b[:, 10:], atol=1e-6) != crosses, memory_span
+
+
+def test_uncached_memory_skips_steps_to_the_state_stepping_would_reach() -> None:
+    """``UncachedSliding.skip`` (benchmarks reach a long window with it) leaves the memory where stepping
+    through the same tokens leaves it: the next step's features are the same."""
+    net = make_net(attention="sliding", memory_span="trial", working_memory=6)
+    tokens, _ = random_trials(net, [[], []], steps=12)
+    stepped, skipped = UncachedSliding(net), UncachedSliding(net)
+    for memory in (stepped, skipped):
+        memory.reset(torch.ones(2, dtype=torch.bool))
+    with torch.no_grad():
+        for t in range(11):
+            stepped.step(tokens[:, t])
+        skipped.skip(tokens[:, :11].transpose(0, 1))
+        assert torch.equal(stepped.position, skipped.position)
+        assert torch.equal(stepped.step(tokens[:, 11]), skipped.step(tokens[:, 11]))
 
 
 @pytest.mark.parametrize("attention", ["window", "sliding"])

@@ -1,0 +1,151 @@
+"""The learners' ``device`` argument, on the CPU (the project's CI machines have no GPU).
+
+What runs here is what a GPU learner does apart from the GPU itself: the argument's forms, checkpoints
+holding CPU tensors only, and acting with CPU copies of the networks refreshed after every update —
+forced on the CPU, where it must leave the run bit-identical to acting with the trained tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from algorithms import device as devices
+from algorithms.base import MetaEnvInfo, learner_class
+from harness import seeding
+from harness.rollout import Sampler
+from harness.tasks import family_class, make_split
+
+#: Small configs of every learner on point_nav (2 episodes of 20 steps per trial).
+CONFIGS: dict[str, dict[str, Any]] = {
+    "rl2": {"hidden_size": 16, "epochs": 2},
+    "trmrl": {**learner_class("trmrl").presets["cheap"], "d_model": 16, "ff_size": 32, "working_memory": 40},
+    "maml": {**learner_class("maml").presets["cheap"], "hidden_sizes": (16, 16)},
+    "pearl": {**learner_class("pearl").presets["cheap"], "hidden_size": 16, "encoder_hidden_size": 16,
+              "gradient_steps": 5, "posterior_context": "trial"},
+}
+
+
+def _tensors(state: Any) -> Iterator[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        yield state
+    elif isinstance(state, dict):
+        for value in state.values():
+            yield from _tensors(value)
+    elif isinstance(state, list | tuple):
+        for value in state:
+            yield from _tensors(value)
+
+
+def _run(algorithm: str, device: Any = None, iterations: int = 2) -> tuple[Any, list[dict[str, float]], list[Any]]:
+    """Train ``iterations`` times on point_nav, then evaluate one trial per test task (adapting where the
+    learner does); returns the learner, its logs and the evaluation batches."""
+    cls = family_class("point_nav")
+    family = cls(cls.Params())
+    split = make_split(family, "pn", {"train": 6, "test": 3}, lambda s: seeding.generator(0, "device", s))
+    sampler = Sampler(family, seeding.generator(0, "device", "sampler"))
+    info = MetaEnvInfo(sampler.observation_space, sampler.action_space, 2, family.max_episode_steps)
+    learner_cls = learner_class(algorithm)
+    kwargs = {} if device is None else {"device": device}
+    learner = learner_cls(info, learner_cls.Config(**CONFIGS[algorithm]), seed=1, **kwargs)
+    logs = [learner.train_iteration(sampler, split["train"][:4]) for _ in range(iterations)]
+    evaluation = Sampler(family, seeding.generator(0, "device", "eval"))
+    policy = learner.exploration_policy()
+    if learner.exploration_episodes is None:
+        batches = [evaluation.collect(policy, split["test"], 2)]
+    else:
+        explore = evaluation.collect(policy, split["test"], learner.exploration_episodes)
+        batches = [explore, evaluation.collect(learner.adapt(policy, explore), split["test"], 1)]
+    return learner, logs, batches
+
+
+def _assert_same_run(a: tuple[Any, list[dict[str, float]], list[Any]],
+                     b: tuple[Any, list[dict[str, float]], list[Any]]) -> None:
+    assert a[1] == b[1]  # every logged number, exactly
+    for x, y in zip(a[2], b[2], strict=True):
+        for field in ("obs", "actions", "rewards", "episode_returns"):
+            np.testing.assert_array_equal(getattr(x, field), getattr(y, field))
+    state_a, state_b = list(_tensors(a[0].state_dict())), list(_tensors(b[0].state_dict()))
+    assert len(state_a) == len(state_b)
+    assert all(torch.equal(x, y) for x, y in zip(state_a, state_b, strict=True))
+
+
+@pytest.mark.parametrize("algorithm", list(CONFIGS))
+def test_cpu_given_by_name_or_as_torch_device_runs_exactly_as_the_default(algorithm: str) -> None:
+    default = _run(algorithm)
+    assert default[0].device == torch.device("cpu")
+    for device in ("cpu", torch.device("cpu")):
+        run = _run(algorithm, device)
+        assert run[0].device == torch.device("cpu")
+        _assert_same_run(default, run)
+
+
+@pytest.mark.parametrize("algorithm", list(CONFIGS))
+def test_checkpoints_hold_cpu_tensors_only_and_load_with_weights_only(algorithm: str, tmp_path: Path) -> None:
+    learner, _, _ = _run(algorithm, "cpu", iterations=1)
+    state = learner.state_dict()
+    assert all(tensor.device.type == "cpu" for tensor in _tensors(state))
+    torch.save(state, tmp_path / "checkpoint.pt")
+    loaded = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # as harness.store loads checkpoints
+    restored, _, _ = _run(algorithm, "cpu", iterations=0)
+    restored.load_state_dict(loaded)
+    again = list(_tensors(restored.state_dict()))
+    assert all(torch.equal(x, y) for x, y in zip(_tensors(state), again, strict=True))
+
+
+@pytest.mark.parametrize("algorithm", ["rl2", "maml", "pearl"])
+def test_acting_with_cpu_copies_refreshed_after_each_update_leaves_the_run_unchanged(
+    algorithm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RL², MAML and PEARL act on the CPU; on a GPU they act with CPU copies of their networks (or of MAML's
+    parameters), refreshed after every update and checkpoint load. Forcing the copies on the CPU must not
+    change a single number: a stale copy would act with old parameters and the evaluation would differ."""
+    copies = {"rl2": lambda learner: learner.acting_net is not learner.net,
+              "pearl": lambda learner: learner.acting_nets is not learner.nets,
+              "maml": lambda learner: all(p is not q for p, q in zip(learner.exploration_policy().params.values(),
+                                                                     learner.net.parameters(), strict=True))}
+    normal = _run(algorithm, "cpu")
+    assert not copies[algorithm](normal[0])
+    monkeypatch.setattr(devices, "shares_cpu_tensors", lambda device: False)
+    copied = _run(algorithm, "cpu")
+    assert copies[algorithm](copied[0])
+    _assert_same_run(normal, copied)
+
+
+def test_device_names_are_checked_before_anything_is_built() -> None:
+    with pytest.raises(ValueError, match=r"^device: 'auto' must be resolved"):
+        devices.resolve("auto")
+    with pytest.raises(ValueError, match=r"^device: 'gpu0' is not a torch device"):
+        devices.resolve("gpu0")
+    assert devices.resolve(torch.device("cpu")) == devices.resolve("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():  # either way the outcome is checked: a device, or a clear error
+        assert devices.resolve("cuda:0") == torch.device("cuda:0")
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            devices.resolve("cuda:0")
+
+
+def test_cpu_state_keeps_the_structure_and_cpu_tensors_themselves() -> None:
+    tensor = torch.ones(2)
+    state = {"a": tensor, "b": [tensor, (tensor, 3)], "c": "text"}
+    moved = devices.cpu_state(state)
+    assert moved["a"] is tensor and moved["b"][0] is tensor and moved["b"][1][0] is tensor
+    assert isinstance(moved["b"][1], tuple) and moved["b"][1][1] == 3 and moved["c"] == "text"
+
+
+def test_acting_copy_is_the_module_on_the_cpu_and_a_refreshed_copy_elsewhere() -> None:
+    net = nn.Linear(3, 2)
+    assert devices.acting_copy(net, torch.device("cpu")) is net
+    copy = devices.acting_copy(net, torch.device("meta"))  # any device other than the CPU: a CPU copy
+    assert copy is not net and copy.weight.device.type == "cpu" and torch.equal(copy.weight, net.weight)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert not torch.equal(copy.weight, net.weight)
+    devices.refresh(copy, net)
+    assert torch.equal(copy.weight, net.weight) and copy.weight is not net.weight
