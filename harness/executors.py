@@ -234,7 +234,9 @@ class _LocalPool:
         return sum(w.context is None for w in self.workers)
 
     def submit(self, context: RunContext) -> None:
-        worker = next(w for w in self.workers if w.context is None)
+        i, worker = next((i, w) for i, w in enumerate(self.workers) if w.context is None)
+        if not worker.process.is_alive():  # died while idle (e.g. the OOM killer): replace it first
+            worker = self.workers[i] = _Worker(self.mp)
         worker.context = context
         worker.conn.send(context)
 

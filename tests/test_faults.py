@@ -306,3 +306,20 @@ def test_the_manifest_records_the_device_and_threads_a_run_used(tmp_path: Path, 
         assert main(["run", str(path), "--results", str(tmp_path / "cuda")]) == 2
         assert "device: cuda asked for, but this machine has no CUDA device" in capsys.readouterr().err
         assert not (tmp_path / "cuda").exists()
+
+
+def test_a_pool_worker_that_died_while_idle_is_replaced_before_it_gets_a_run(tmp_path: Path) -> None:
+    from harness.executors import _LocalPool, prepare
+
+    suite = bandit_suite(env_steps=2_000)
+    pool = _LocalPool(1)
+    try:
+        pool.workers[0].process.kill()  # e.g. the OOM killer, between two runs
+        pool.workers[0].process.join()
+        [context] = prepare(parse_suite(suite), suite, tmp_path, retry_failed=False)
+        pool.submit(context)
+        results: list[Any] = []
+        wait_for(lambda: results.extend(pool.poll(timeout=1.0)) or results, "the run")
+        assert results[0][1]["status"] == "done"
+    finally:
+        pool.close(force=True)
