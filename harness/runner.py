@@ -144,8 +144,10 @@ def run_learner(
     info = MetaEnvInfo(train_sampler.observation_space, train_sampler.action_space,
                        family.episodes_per_trial, family.family.max_episode_steps)
     cls = learner_class(algorithm.spec.name)
+    device = resolve_device(suite.spec.device)
+    store.update_manifest(device=device)  # the device this run computes on, recorded where it is chosen
     learner = cls(info, algorithm.config_for(family.key), seed=seeding.int_seed(root, "learner", family.key, key.seed),
-                  device=resolve_device(suite.spec.device))
+                  device=device)
 
     counters = {"iteration": 0, "evaluations": 0, "wall_s": 0.0}
     checkpoint = store.load_checkpoint()
@@ -293,7 +295,7 @@ def _execute_locked(context: RunContext, store: RunStore, progress: Callable[[di
         status=RUNNING, spec_hash=context.spec_hash, tasks_hash=context.tasks_hash, commit=git_commit(),
         versions=package_versions(), started_at=time.time(), error=None,
         attempts=(manifest or {}).get("attempts", 0) + 1, host=socket.gethostname(), pid=os.getpid(),
-        torch_threads=context.torch_threads, device=resolve_device(context.suite_data.get("device", "auto")),
+        torch_threads=context.torch_threads,
     )
     try:
         suite = parse_suite(context.suite_data)
