@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -144,13 +145,28 @@ class MetaLearner(Protocol):
     ``exploration_episodes`` says how evaluation adapts (DESIGN.md §5): ``None`` for in-context
     learners (RL², TrMRL), whose whole trial runs with the exploration policy; ``k`` for learners that
     collect ``k`` episodes, call ``adapt`` and run the rest of the trial with the adapted policy.
+
+    **Evaluating never changes training.** The harness evaluates by calling
+    ``exploration_policy(generator)`` with a generator of the evaluation's own (derived from the run's
+    seed, the split and the evaluation's env step), then ``adapt``. Every random draw of an evaluation
+    (action noise, a latent sample, anything ``adapt`` draws) comes from that generator, handed on from
+    the policy to its adapted policy; none comes from, or advances, a generator the learner trains with,
+    and neither call changes the learner's ``state_dict``. So evaluating more or less often, or on more
+    splits, leaves every training row unchanged. (``execution.check_evaluation`` makes the harness
+    verify the ``state_dict`` part on every evaluation.)
     """
 
     exploration_episodes: int | None
 
-    def exploration_policy(self) -> Policy: ...
+    def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
+        """A fresh policy drawing its randomness from ``generator``; ``None`` means the learner's own
+        training generator (for the learner's training and for tests), never used by the harness."""
+        ...
 
-    def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy: ...
+    def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
+        """A policy adapted to each task of ``exploration`` (one row per task); must not mutate the learner
+        or ``policy``. Randomness comes from the generator ``policy`` was built with."""
+        ...
 
     def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]: ...
 

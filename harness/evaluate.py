@@ -4,17 +4,38 @@ For each task of a split, run one trial of ``episodes_per_trial`` episodes: in-c
 (``exploration_episodes is None``) run the whole trial with their exploration policy; the others run
 ``exploration_episodes`` episodes, ``adapt``, and run the rest with the adapted policy. One row per
 (task, episode index within the trial) and metric. The evaluator returns rows; it writes nothing.
+
+An evaluation is an observation, not an intervention: a learner's evaluation policy draws from a generator
+of the evaluation's own (``generator_for``), never from one the learner trains with (``algorithms/base.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from algorithms.base import MetaLearner, Policy, Task, TrialBatch
 from harness.rollout import Sampler
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one learner's evaluation trials run on one family (DESIGN.md §5).
+
+    Attributes:
+        episodes_per_trial: episodes of one evaluation trial.
+        deterministic: act deterministically (the mode of each action distribution).
+        exploration_episodes: for learners that adapt after exploring, the episodes collected before
+            ``adapt``; ``None`` for in-context learners (the whole trial runs with one policy).
+    """
+
+    episodes_per_trial: int
+    deterministic: bool
+    exploration_episodes: int | None = None
 
 
 def _rows(split: str, tasks: Sequence[Task], returns: np.ndarray, lengths: np.ndarray,
@@ -66,7 +87,7 @@ def evaluate(
     sampler_for: Callable[[str], Sampler],
     task_sets: Mapping[str, Sequence[Task]],
     episodes_per_trial: int,
-    policy_for: Callable[[Sequence[Task]], Policy],
+    policy_for: Callable[[str, Sequence[Task]], Policy],
     deterministic: bool,
     records_success: bool,
     exploration_episodes: int | None = None,
@@ -79,7 +100,7 @@ def evaluate(
             algorithm and every evaluation of a run seed).
         task_sets: tasks per split name, e.g. ``{"test": [...], "ood": [...], "train": [...]}``.
         episodes_per_trial: episodes per evaluation trial.
-        policy_for: a fresh policy for a list of tasks (learners ignore the tasks; oracles use them).
+        policy_for: a fresh policy for a split and its tasks (learners ignore the tasks; oracles use them).
         deterministic: act deterministically.
         records_success: whether to record the ``success`` metric.
         exploration_episodes: see the module docstring.
@@ -90,7 +111,8 @@ def evaluate(
         if not tasks:
             continue
         returns, lengths, success = run_trial(
-            sampler_for(split), tasks, episodes_per_trial, policy_for(tasks), deterministic, exploration_episodes, adapt
+            sampler_for(split), tasks, episodes_per_trial, policy_for(split, tasks), deterministic,
+            exploration_episodes, adapt,
         )
         rows += _rows(split, tasks, returns, lengths, success if records_success else None)
     return rows
@@ -100,12 +122,17 @@ def evaluate_learner(
     learner: MetaLearner,
     sampler_for: Callable[[str], Sampler],
     task_sets: Mapping[str, Sequence[Task]],
-    episodes_per_trial: int,
-    deterministic: bool,
+    protocol: Protocol,
     records_success: bool,
+    generator_for: Callable[[str], torch.Generator],
 ) -> list[dict[str, Any]]:
-    """``evaluate`` with a learner's exploration policy and adaptation."""
+    """``evaluate`` with a learner's exploration policy and adaptation.
+
+    Args:
+        generator_for: a fresh generator for a split's evaluation policy: the evaluation's own randomness.
+    """
     return evaluate(
-        sampler_for, task_sets, episodes_per_trial, lambda _tasks: learner.exploration_policy(), deterministic,
-        records_success, learner.exploration_episodes, learner.adapt,
+        sampler_for, task_sets, protocol.episodes_per_trial,
+        lambda split, _tasks: learner.exploration_policy(generator_for(split)), protocol.deterministic,
+        records_success, protocol.exploration_episodes, learner.adapt,
     )

@@ -9,6 +9,7 @@ algorithm of a suite sees the same meta-batches' randomness, environment seeds a
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from algorithms.base import MetaEnvInfo, Task, learner_class
@@ -127,6 +129,40 @@ class _EvalSamplers:
         return self._samplers[split]
 
 
+def _snapshot(learner: Any) -> dict[str, Any]:
+    """A deep copy of the learner's state (tensors cloned), for ``execution.check_evaluation``."""
+    return copy.deepcopy(learner.state_dict())
+
+
+def _differences(before: Any, after: Any, path: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = sorted(set(before) | set(after), key=str)
+        return [d for k in keys for d in _differences(before.get(k), after.get(k), f"{path}.{k}" if path else str(k))]
+    if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)) and len(before) == len(after):
+        pairs = enumerate(zip(before, after, strict=True))
+        return [d for i, (b, a) in pairs for d in _differences(b, a, f"{path}[{i}]")]
+    if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
+        same = before.shape == after.shape and before.dtype == after.dtype and torch.equal(before, after)
+        return [] if same else [path]
+    if isinstance(before, np.ndarray) and isinstance(after, np.ndarray):
+        return [] if np.array_equal(before, after) else [path]
+    return [] if before == after else [path]
+
+
+class EvaluationChangedLearner(RuntimeError):
+    """``execution.check_evaluation``: an evaluation changed the learner's state (it must only observe)."""
+
+
+def _check_unchanged(before: dict[str, Any], after: dict[str, Any], key: RunKey, env_steps: int) -> None:
+    changed = _differences(before, after)
+    if changed:
+        raise EvaluationChangedLearner(
+            f"{key.algorithm}: the evaluation at {env_steps} env steps changed the learner's state_dict at "
+            f"{', '.join(changed[:5])}{' …' if len(changed) > 5 else ''}; evaluation must draw from the generator "
+            "it is given and leave the learner untouched (algorithms/base.py, MetaLearner)"
+        )
+
+
 def run_learner(
     suite: Suite, results_dir: Path, key: RunKey, progress: Callable[[dict[str, Any]], None] | None = None
 ) -> str:
@@ -189,10 +225,20 @@ def run_learner(
         if progress:
             progress({"key": key, "env_steps": train_sampler.env_steps, "budget": budget})
 
+    protocol = algorithm.protocol_for(family.key)
+
     def evaluate_now() -> None:
         counters["wall_s"] = time.monotonic() - started
-        rows = evaluate_learner(learner, eval_samplers, task_sets, family.episodes_per_trial,
-                                suite.spec.evaluation.deterministic, _records_success(family))
+        # The evaluation's own randomness, named by where it happens (split, env step) and not by how many
+        # evaluations came before: evaluating more often or on more splits changes no other evaluation.
+        env_steps = train_sampler.env_steps
+        before = _snapshot(learner) if execution.check_evaluation else None
+        rows = evaluate_learner(
+            learner, eval_samplers, task_sets, protocol, _records_success(family),
+            lambda split: seeding.torch_generator(root, "eval_policy", family.key, key.seed, split, env_steps),
+        )
+        if before is not None:
+            _check_unchanged(before, _snapshot(learner), key, env_steps)
         pending.extend(stamp(rows))
         counters["evaluations"] += 1
 
@@ -228,7 +274,7 @@ def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
     rng = seeding.generator(suite.spec.seed, "reference", family.key, key.seed, reference.name)
     rows = evaluate(
         _EvalSamplers(suite, family, key.seed), task_sets, family.episodes_per_trial,
-        lambda tasks: reference.policy(tasks, family.episodes_per_trial, rng),
+        lambda _split, tasks: reference.policy(tasks, family.episodes_per_trial, rng),
         suite.spec.evaluation.deterministic, _records_success(family),
     )
     store.truncate_rows(-1)

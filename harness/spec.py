@@ -30,6 +30,7 @@ from pydantic import (
 
 from algorithms.base import learner_class
 from harness import tasks as task_families
+from harness.evaluate import Protocol
 from harness.tasks.base import FamilyParams, SplitError, TaskFamily
 
 
@@ -66,6 +67,20 @@ class FamilySpec(_Strict):
         return self.id or self.name
 
 
+class AlgorithmEvaluation(_Strict):
+    """How an algorithm's evaluation trials run, where it differs from the suite's ``evaluation``; e.g. a
+    paper's released protocol (README, "Evaluation protocols"). Part of the spec hash."""
+
+    deterministic: bool | None = Field(None, description="act deterministically (default: evaluation.deterministic)")
+    episodes_per_trial: PositiveInt | None = Field(
+        None, description="episodes of one evaluation trial (default: the family's episodes_per_trial)"
+    )
+    exploration_episodes: PositiveInt | None = Field(
+        None, description="learners that adapt after exploring (MAML, PEARL): episodes collected before adapting "
+        "(default: the learner config's exploration_episodes); fewer than the evaluation trial's episodes"
+    )
+
+
 class AlgorithmOverride(_Strict):
     preset: str | None = Field(None, description="preset for this family (replaces the entry's preset)")
     config: dict[str, Any] = Field(default_factory=dict, description="overrides on top of the entry's config")
@@ -74,6 +89,7 @@ class AlgorithmOverride(_Strict):
         "off-policy learner that needs far fewer env steps"
     )
     eval_every_env_steps: PositiveInt | None = Field(None, description="default: the family's")
+    evaluation: AlgorithmEvaluation | None = Field(None, description="evaluation settings on this family only")
 
 
 class ResourcesSpec(_Strict):
@@ -96,6 +112,9 @@ class AlgorithmSpec(_Strict):
         None, description="run only on these family ids (default: every family of the suite), e.g. an ablation"
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="per run: cpus, gpus")
+    evaluation: AlgorithmEvaluation = Field(
+        default_factory=AlgorithmEvaluation, description="this algorithm's evaluation settings (every family)"
+    )
 
     @property
     def key(self) -> str:
@@ -124,6 +143,10 @@ class ExecutionSpec(_Strict):
         "checkpoint_every_s, and on SIGTERM/SIGINT)"
     )
     checkpoint_every_s: PositiveFloat = Field(60.0, description="checkpoint at least this often (seconds)")
+    check_evaluation: bool = Field(
+        False, description="debugging: compare the learner's state_dict before and after every evaluation and fail "
+        "the run if evaluating changed it (costs two state_dict copies per evaluation)"
+    )
 
 
 class SuiteSpec(_Strict):
@@ -183,6 +206,7 @@ class ResolvedAlgorithm:
 
     spec: AlgorithmSpec
     configs: dict[str, Any]  # family id -> learner config
+    protocols: dict[str, Protocol]  # family id -> evaluation protocol
 
     @property
     def key(self) -> str:
@@ -190,6 +214,10 @@ class ResolvedAlgorithm:
 
     def config_for(self, family_key: str) -> Any:
         return self.configs[family_key]
+
+    def protocol_for(self, family_key: str) -> Protocol:
+        """How this algorithm's evaluation trials run on the family."""
+        return self.protocols[family_key]
 
     def budget(self, family: ResolvedFamily) -> tuple[int, int]:
         """``(env_steps, eval_every_env_steps)`` of this algorithm's runs on ``family``."""
@@ -234,9 +262,16 @@ class Suite:
             )
         for entry, algorithm in zip(data["algorithms"], self.algorithms, strict=True):
             # the learner configs as resolved, not as spelled (``1e-3`` and ``0.001`` are one spec)
+            # per-family overrides as resolved: configs, budgets and evaluation protocols
             entry.pop("config")
             entry.pop("families")
-            entry.update(id=algorithm.key, configs={k: dataclasses.asdict(c) for k, c in algorithm.configs.items()})
+            entry.pop("evaluation")
+            entry.update(
+                id=algorithm.key,
+                configs={k: dataclasses.asdict(c) for k, c in algorithm.configs.items()},
+                budgets={f.key: list(algorithm.budget(f)) for f in self.families if algorithm.runs_on(f.key)},
+                evaluation={k: dataclasses.asdict(p) for k, p in algorithm.protocols.items()},
+            )
         return data
 
     @property
@@ -373,6 +408,46 @@ def _algorithm_configs(spec: AlgorithmSpec, family_keys: list[str], path: str) -
     return configs, errors
 
 
+def _protocols(
+    spec: AlgorithmSpec, configs: dict[str, Any], families: list[ResolvedFamily], suite: SuiteSpec, path: str
+) -> tuple[dict[str, Protocol], list[str]]:
+    """The evaluation protocol of every family: the family's override ← the entry's ← the suite's ← the
+    learner's (``exploration_episodes`` comes from a config that has one: a learner that adapts after
+    exploring; a learner whose config has none adapts in context)."""
+    protocols, errors = {}, []
+    for family in families:
+        if spec.only is not None and family.key not in spec.only:
+            continue
+        override = spec.families.get(family.key)
+        layers = [(f"{path}.families.{family.key}.evaluation", override.evaluation)] if override and \
+            override.evaluation else []
+        layers.append((f"{path}.evaluation", spec.evaluation))
+
+        def pick(name: str, default: Any, layers: list[tuple[str, AlgorithmEvaluation]] = layers
+                 ) -> tuple[Any, str | None]:  # fmt: skip
+            return next(((getattr(layer, name), where) for where, layer in layers if getattr(layer, name) is not None),
+                        (default, None))
+
+        config = configs[family.key]
+        deterministic, _ = pick("deterministic", suite.evaluation.deterministic)
+        episodes, episodes_at = pick("episodes_per_trial", family.episodes_per_trial)
+        explore, explore_at = pick("exploration_episodes", getattr(config, "exploration_episodes", None))
+        problems = []
+        if explore_at and not hasattr(config, "exploration_episodes"):
+            problems.append(f"{explore_at}.exploration_episodes: {spec.name} adapts in context (its whole trial runs "
+                          "with one policy) and takes no exploration_episodes")
+            explore = None
+        if explore is not None and explore >= episodes:
+            where = explore_at or episodes_at or f"{path}.config"
+            key = "exploration_episodes" if explore_at or not episodes_at else "episodes_per_trial"
+            problems.append(f"{where}.{key}: exploration_episodes ({explore}) must be fewer than the evaluation "
+                            f"trial's episodes ({episodes}) on {family.key}, so that some episodes run adapted")
+        errors += [p for p in problems if p not in errors]  # a layer shared by every family: report it once
+        protocols[family.key] = Protocol(episodes_per_trial=episodes, deterministic=deterministic,
+                                         exploration_episodes=explore)
+    return protocols, errors
+
+
 def _duplicates(keys: list[str]) -> list[str]:
     return sorted({k for k in keys if keys.count(k) > 1})
 
@@ -429,7 +504,9 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         configs, problems = _algorithm_configs(entry, family_keys, f"algorithms[{i}]")
         errors += problems
         if not problems:
-            algorithms.append(ResolvedAlgorithm(spec=entry, configs=configs))
+            protocols, problems = _protocols(entry, configs, families, spec, f"algorithms[{i}]")
+            errors += problems
+            algorithms.append(ResolvedAlgorithm(spec=entry, configs=configs, protocols=protocols))
         for family in families:
             override = entry.families.get(family.key)
             if override and override.env_steps and override.env_steps < family.steps_per_iteration:

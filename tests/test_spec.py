@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.evaluate import Protocol
 from harness.spec import SpecError, Suite, check_splits, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,30 @@ CASES = [
         lambda d: d["families"][0]["split"].update(ood=5),  # bandit without ood_mean_range
         ("families[0].split.ood",),
         "define no OOD region",
+    ),
+    Case(
+        "exploration_episodes_for_an_in_context_learner",
+        lambda d: d["algorithms"][0].update(evaluation={"exploration_episodes": 1}),
+        ("algorithms[0].evaluation.exploration_episodes",),
+        "rl2 adapts in context",
+    ),
+    Case(
+        "exploration_episodes_fill_the_evaluation_trial",
+        lambda d: d["algorithms"][2].update(evaluation={"exploration_episodes": 2}),  # maml; trials of 2 episodes
+        ("algorithms[2].evaluation.exploration_episodes",),
+        "exploration_episodes (2) must be fewer than the evaluation trial's episodes (2) on point_nav",
+    ),
+    Case(
+        "evaluation_trial_too_short_for_a_family",
+        lambda d: d["algorithms"][3]["families"]["point_nav"].update(evaluation={"episodes_per_trial": 1}),
+        ("algorithms[3].families.point_nav.evaluation.episodes_per_trial",),
+        "must be fewer than the evaluation trial's episodes (1)",
+    ),
+    Case(
+        "unknown_algorithm_evaluation_key",
+        lambda d: d["algorithms"][0].update(evaluation={"deterministc": True}),
+        ("algorithms[0].evaluation.deterministc",),
+        "unknown key",
     ),
     Case(
         "ood_range_overlaps_training_range",
@@ -390,3 +415,31 @@ def test_only_restricts_an_algorithm_to_some_families():
     first = data["algorithms"][0].get("id") or data["algorithms"][0]["name"]
     assert {k.family for k in keys if k.algorithm == first} == {"point_nav"}
     assert {k.family for k in keys if k.algorithm != first} == {"bandit", "point_nav"}
+
+
+def test_evaluation_protocol_resolution_order() -> None:
+    """A family's evaluation override ← the algorithm's ← the suite's ← the learner config's, per key."""
+
+    def mutate(d: dict[str, Any]) -> None:
+        d["evaluation"]["deterministic"] = False
+        maml = d["algorithms"][2]
+        maml["evaluation"] = {"deterministic": True, "episodes_per_trial": 4}
+        maml["families"] = {"point_nav": {"evaluation": {"exploration_episodes": 3}}}
+
+    suite = parse_suite(quickstart(mutate))
+    rl2, maml = suite.algorithm("rl2"), suite.algorithm("maml")
+    assert rl2.protocol_for("point_nav") == Protocol(episodes_per_trial=2, deterministic=False)
+    assert rl2.protocol_for("bandit") == Protocol(episodes_per_trial=1, deterministic=False)
+    assert maml.protocol_for("point_nav") == Protocol(episodes_per_trial=4, deterministic=True,
+                                                      exploration_episodes=3)
+    pearl = suite.algorithm("pearl").protocol_for("point_nav")
+    assert pearl.exploration_episodes == suite.algorithm("pearl").config_for("point_nav").exploration_episodes
+    # the protocol is part of what a run computes, so of the spec hash
+    assert suite.spec_hash != parse_suite(quickstart()).spec_hash
+
+
+def test_spec_hash_tracks_an_algorithm_budget_on_one_family() -> None:
+    def longer(d: dict[str, Any]) -> None:
+        d["algorithms"][3]["families"]["point_nav"]["env_steps"] = 40000
+
+    assert parse_suite(quickstart(longer)).spec_hash != parse_suite(quickstart()).spec_hash

@@ -254,7 +254,7 @@ def reference_returns() -> dict[str, np.ndarray]:
     returns = {}
     for name, reference in references_for(family).items():
         rows = evaluate(lambda split: Sampler(family, seeding.generator(0, "eval", split)), {"test": tasks}, 10,
-                        lambda ts, ref=reference: ref.policy(ts, 10, _rng(11)), False, False)
+                        lambda _split, ts, ref=reference: ref.policy(ts, 10, _rng(11)), False, False)
         table = np.zeros((TASKS, 10))
         index = {task.task_id: i for i, task in enumerate(tasks)}
         for row in rows:
