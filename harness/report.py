@@ -128,7 +128,8 @@ def final_table(rows: pd.DataFrame, metric: str = "return") -> pd.DataFrame:
     first = final_scores(rows, metric, "first")
     paired = last.merge(first, on=[*RUN_KEYS, "split", "env_steps"], suffixes=("", "_first"))
     evaluated = rows[(rows["metric"] == metric) & rows["split"].isin(EVAL_SPLITS)]
-    trial_length = evaluated.groupby("family")["episode_index"].max() + 1
+    # per algorithm: an algorithm may run its paper's evaluation protocol (e.g. PEARL's 3-episode trials)
+    trial_length = evaluated.groupby(["family", "kind", "algorithm"])["episode_index"].max() + 1
 
     records = []
     for (family, kind, algorithm), group in paired.groupby(["family", "kind", "algorithm"]):
@@ -137,7 +138,7 @@ def final_table(rows: pd.DataFrame, metric: str = "return") -> pd.DataFrame:
             "kind": kind,
             "algorithm": algorithm,
             "n_seeds": group["seed"].nunique(),
-            "episodes_per_trial": int(trial_length[family]),
+            "episodes_per_trial": int(trial_length[family, kind, algorithm]),
             "final_env_steps_min": int(group["env_steps"].min()),
             "final_env_steps_max": int(group["env_steps"].max()),
         }
