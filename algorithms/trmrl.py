@@ -10,9 +10,16 @@ The released implementation (a garage fork, DESIGN.md §9), layer by layer:
 * a Gaussian policy head MLP(64, 64, tanh) on the last block's output at the current position, with a
   learnable state-independent log-std; a value MLP(64, 64, tanh) on the current augmented observation
   (separate) or on the transformer output (shared);
-* PPO with the clipped objective only (no entropy bonus), separate AdamW optimisers for policy and
-  value, minibatch epochs, and the released per-iteration learning-rate decay; GAE runs across the
-  episodes of a trial.
+* PPO with the clipped objective only (no entropy bonus) and un-centred GAE advantages across the
+  episodes of a trial; the policy's minibatch epochs, then the value's, each with its own AdamW on its
+  own loss (with a shared value the value optimiser holds the transformer too); the value fitted to
+  the trial's discounted Monte-Carlo return with a Gaussian likelihood (learned std); the released
+  step-wise learning-rate decay (``lr_factor``);
+* the first token of every episode is ``[o, 0, 0, 0]`` (the release's ``RL2Env.reset``).
+
+Each of these is the paper presets' setting; ``Config`` keeps the alternatives (joint update,
+standardised advantages, λ-returns with MSE, trial-spanning memory) as options, which the ``cheap``
+preset uses.
 
 Two attention modes:
 
@@ -34,9 +41,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -47,7 +55,7 @@ from torch import Tensor, nn
 from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
 from algorithms.heads import StepInputs, action_distribution, augmented_observation, per_action, sample_action
-from algorithms.ppo import gae, normalise_advantages, ppo_loss, ppo_update, trial_cuts
+from algorithms.ppo import gae, masked_mean, normalise_advantages, ppo_loss, ppo_update, trial_cuts
 
 ATTENTION_MODES = ("window", "sliding")
 MEMORY_SPANS = ("episode", "trial")
@@ -85,22 +93,46 @@ class Config:
     policy_lr: float = field(default=3e-5, metadata={"doc": "AdamW learning rate of the policy"})
     value_lr: float = field(default=2.5e-4, metadata={"doc": "AdamW learning rate of the value function"})
     lr_decay_start: int | None = field(
-        default=None, metadata={"doc": "iteration where the released geometric lr decay starts (None: constant lr)"}
+        default=None, metadata={"doc": "epoch (iteration) of the released step decay's first lr step (None: "
+                                       "constant lr); epochs are counted in optimiser steps as released (lr_factor)"}
     )
     lr_decay_end: int | None = field(
-        default=None, metadata={"doc": "iteration where the decay reaches min_lr_factor (then constant)"}
+        default=None, metadata={"doc": "epoch from which the lr stays at min_lr_factor (its last step is at end - 1)"}
     )
     min_lr_factor: float = field(default=0.1, metadata={"doc": "final lr as a fraction of the initial lr"})
+    lr_decay_optimisers: Literal["policy", "policy_and_value"] = field(
+        default="policy_and_value",
+        metadata={"doc": "which optimisers the decay applies to (README launch commands: HalfCheetahVel 'policy', "
+                         "HalfCheetahDir and AntDir 'policy_and_value')"},
+    )
     discount: float = field(default=0.9, metadata={"doc": "γ over the whole trial"})
     gae_lambda: float = field(default=0.8, metadata={"doc": "GAE λ (across the episodes of a trial)"})
     clip: float = field(default=0.1, metadata={"doc": "PPO ratio clip"})
-    epochs: int = field(default=10, metadata={"doc": "passes over each batch per iteration"})
+    epochs: int = field(default=10, metadata={"doc": "passes over each batch per iteration (policy's, value's)"})
     minibatch_size: int = field(
         default=256, metadata={"doc": "samples (env steps) per minibatch; sliding attention rounds to whole trials"}
     )
     entropy_coef: float = field(default=0.0, metadata={"doc": "entropy bonus (the paper: none)"})
     max_grad_norm: float | None = field(default=None, metadata={"doc": "global gradient clipping (None: none)"})
-    normalise_advantages: bool = field(default=True, metadata={"doc": "standardise advantages per minibatch"})
+    normalise_advantages: bool = field(
+        default=False, metadata={"doc": "standardise advantages per minibatch (the release: no, --center_adv unset)"}
+    )
+    value_update: Literal["separate_epochs", "joint"] = field(
+        default="separate_epochs",
+        metadata={"doc": "'separate_epochs' (release): the policy's epochs on the policy loss, then the value's "
+                         "epochs on the value loss, each AdamW on its own loss (a shared value's optimiser holds "
+                         "the transformer too); 'joint': one summed loss per minibatch, both optimisers stepped"},
+    )
+    value_target: Literal["monte_carlo", "lambda_return"] = field(
+        default="monte_carlo",
+        metadata={"doc": "the value's regression target: the discounted return to the end of the trial (release) "
+                         "or the GAE λ-return"},
+    )
+    value_loss: Literal["gaussian_nll", "mse"] = field(
+        default="gaussian_nll",
+        metadata={"doc": "'gaussian_nll' (release): -log N(target; value, σ) with a learned σ (initially 1); "
+                         "'mse': 0.5 (value - target)²"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("layers", "heads", "d_model", "ff_size", "working_memory", "epochs", "minibatch_size"):
@@ -120,6 +152,9 @@ class Config:
               "set both lr_decay_start and lr_decay_end, or neither")
         if self.lr_decay_start is not None and self.lr_decay_end is not None:
             check(0 <= self.lr_decay_start < self.lr_decay_end, "lr_decay_end", "must be > lr_decay_start >= 0")
+        for name in ("lr_decay_optimisers", "value_update", "value_target", "value_loss"):
+            allowed = typing.get_args(typing.get_type_hints(Config)[name])
+            check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
         check(self.entropy_coef >= 0, "entropy_coef", "must be >= 0")
         check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
 
@@ -205,6 +240,7 @@ class TrMRLNet(nn.Module):
         self.config = config
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))  # type: ignore[attr-defined]
+        self.obs_dim = obs_dim
         self.token_dim = obs_dim + self.action_dim + 2
         d, n = config.d_model, config.layers
         self.embed = nn.Linear(self.token_dim, d, bias=False)
@@ -230,21 +266,44 @@ class TrMRLNet(nn.Module):
         head_in = {"latest_memory": d, "mixed_memory": 2 * d, "full_memory": d * config.working_memory}
         self.policy_head = _mlp([head_in[config.policy_input], 64, 64, self.action_dim], config.output_gain)
         self.log_std = nn.Parameter(torch.full((self.action_dim,), math.log(config.init_std)))
-        self.value_head = _mlp([d if config.shared_value else self.token_dim, 64, 64, 1])
+        # A shared value reads the policy head's input (the release's GaussianMLPValueFunction on the
+        # policy's compute_memories); a separate one the current token.
+        self.value_head = _mlp([head_in[config.policy_input] if config.shared_value else self.token_dim, 64, 64, 1])
+        if config.value_loss == "gaussian_nll":  # GaussianMLPValueFunction: learn_std, init_std 1
+            self.value_log_std = nn.Parameter(torch.zeros(1))
 
     @property
     def device(self) -> torch.device:
         return self._positions.device
 
     def policy_parameters(self) -> list[nn.Parameter]:
-        return [p for name, p in self.named_parameters() if not name.startswith("value_head.")]
+        """Embedding, blocks, policy head and log-std."""
+        return [p for name, p in self.named_parameters() if not name.startswith("value_")]
 
     def value_parameters(self) -> list[nn.Parameter]:
-        return list(self.value_head.parameters())
+        """The value MLP (and its log-std): what only the value loss trains."""
+        return [p for name, p in self.named_parameters() if name.startswith("value_")]
 
     def tokens(self, obs: Tensor, prev_action: Tensor, prev_reward: Tensor, episode_start: Tensor) -> Tensor:
-        """``[..., token_dim]``: obs, previous action (one-hot if discrete), previous reward, done."""
-        return augmented_observation(obs, prev_action, prev_reward, episode_start, self.action_dim, self.discrete)
+        """``[..., token_dim]``: obs, previous action (one-hot if discrete), previous reward, done.
+
+        With ``memory_span: episode`` every episode starts from ``[o, 0, 0, 0]`` (``forget_previous_episode``).
+        """
+        tokens = augmented_observation(obs, prev_action, prev_reward, episode_start, self.action_dim, self.discrete)
+        if self.config.memory_span == "episode":
+            tokens = self.forget_previous_episode(tokens, episode_start)
+        return tokens
+
+    def forget_previous_episode(self, tokens: Tensor, episode_start: Tensor) -> Tensor:
+        """``tokens`` with the previous action, reward and done zeroed where ``episode_start`` (bool ``[...]``).
+
+        The release's ``RL2Env.reset`` returns ``[o, 0, 0, 0]`` at every episode start, so nothing of an
+        episode reaches the next one (its done flag is 0 there too, and is never 1 on a token the policy
+        reads). Trial-spanning memory keeps the carried values: its window holds the previous episode anyway,
+        and the done flag marks the boundary in it (RL²'s convention).
+        """
+        carried = torch.arange(self.token_dim, device=tokens.device) >= self.obs_dim
+        return tokens.masked_fill(episode_start.to(tokens.device).unsqueeze(-1) & carried, 0.0)
 
     def positions(self, index: Tensor) -> Tensor:
         """Sinusoidal position vectors ``[..., d_model]`` for integer positions ``index``."""
@@ -342,8 +401,12 @@ class TrMRLNet(nn.Module):
     def entropy(self, dist: torch.distributions.Distribution) -> Tensor:
         return per_action(dist.entropy(), self.discrete)
 
-    def value(self, tokens: Tensor, outputs: Tensor) -> Tensor:
-        return self.value_head(outputs if self.config.shared_value else tokens).squeeze(-1)
+    def value(self, tokens: Tensor, features: Tensor | None) -> Tensor:
+        """Value of the current token: on ``features`` (the policy head's input) when shared, else on ``tokens``."""
+        if self.config.shared_value:
+            assert features is not None
+            return self.value_head(features).squeeze(-1)
+        return self.value_head(tokens).squeeze(-1)
 
 
 # --- step-wise memory ----------------------------------------------------------------------------
@@ -470,7 +533,9 @@ class TrMRLPolicy:
 
     It runs on the network's device: the step's inputs are built on the CPU in one reused buffer
     (``StepInputs``) and copied over once, the action head's output comes back once, and actions are
-    drawn on the CPU from the learner's CPU generator, so a seed gives the same noise on every device.
+    drawn on the CPU from ``generator`` (a CPU generator), so a seed gives the same noise on every
+    device. Acting reads the network and changes nothing of the learner; ``deterministic`` acts with the
+    mean (the release's evaluation) and draws nothing.
     """
 
     def __init__(self, net: TrMRLNet, generator: torch.Generator, cached: bool = True) -> None:
@@ -492,9 +557,12 @@ class TrMRLPolicy:
     @torch.inference_mode()
     def act(self, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, episode_start: np.ndarray,
             deterministic: bool) -> np.ndarray:
+        token = self.inputs(obs, prev_action, prev_reward, episode_start)
         if self._span_per_episode and episode_start.any():
-            self.memory.reset(torch.from_numpy(episode_start))
-        token = self.inputs(obs, prev_action, prev_reward, episode_start).to(self.device)
+            starts = torch.from_numpy(episode_start)
+            self.memory.reset(starts)
+            token = self.net.forget_previous_episode(token, starts)
+        token = token.to(self.device)
         out = self.net.policy_head(self.memory.step(token)).cpu()
         if self.noise.shape != out.shape:
             self.noise = torch.empty(out.shape)
@@ -540,53 +608,140 @@ def gather_windows(tokens: Tensor, position: Tensor, rows: Tensor, steps: Tensor
     return windows, count
 
 
-class _Optimisers:
-    """The policy's and the value function's AdamW optimisers, stepped together by ``ppo_update``."""
+def lr_factor(config: Config, optimiser_step: int, steps_per_epoch: int) -> float:
+    """The lr of optimiser step ``optimiser_step`` (counted from 0 over the run) as a fraction of the initial lr.
 
-    def __init__(self, policy: torch.optim.Optimizer, value: torch.optim.Optimizer) -> None:
+    The released ``LRDecayOptimizerWrapper`` is a ``MultiStepLR`` stepped with the count of optimiser
+    steps, with a milestone every ``steps_per_epoch`` steps from epoch ``lr_decay_start`` up to (not
+    including) ``lr_decay_end``, each multiplying the lr by ``γ = min_lr_factor^(1 / (end - start))``:
+    step ``k`` runs at ``γ^clamp(⌊k / steps_per_epoch⌋ - start + 1, 0, end - start)``. So the first
+    decay applies during epoch ``start`` and the last from epoch ``end - 1`` on. ``steps_per_epoch`` is
+    the launch script's ``epochs * (tasks * episodes * max_steps) // minibatch_size`` (312 on
+    MuJoCo), while an iteration takes ``epochs * ceil(env_steps / minibatch_size)`` steps (320 without
+    terminations): epochs in this schedule run slightly ahead of iterations, and behind them when
+    episodes terminate early (AntDir), as in the release.
+    """
+    start, end = config.lr_decay_start, config.lr_decay_end
+    if start is None or end is None:
+        return 1.0
+    gamma = config.min_lr_factor ** (1 / (end - start))
+    return float(gamma ** min(max(optimiser_step // steps_per_epoch - start + 1, 0), end - start))
+
+
+def steps_per_epoch(config: Config, num_tasks: int, episodes_per_trial: int, max_episode_steps: int) -> int:
+    """The launch scripts' ``steps_per_epoch``: ``epochs * (tasks * episodes * max_steps) // minibatch_size``
+    (10 * 8000 // 256 = 312 on MuJoCo), the optimiser steps the lr schedule counts as one epoch."""
+    return max(1, config.epochs * num_tasks * episodes_per_trial * max_episode_steps // config.minibatch_size)
+
+
+class ScheduledAdamW:
+    """An AdamW optimiser whose lr follows ``lr_factor``, set at every ``zero_grad`` as the released wrapper does.
+
+    ``zero_grad`` leaves zero gradients, not ``None`` (the release's torch 1.7 default): AdamW's weight
+    decay then also acts on the parameters a loss does not reach, e.g. the policy head in a shared
+    value's epochs, as in the release.
+    """
+
+    def __init__(self, parameters: list[nn.Parameter], lr: float, decays: bool, config: Config) -> None:
+        self.optimiser = torch.optim.AdamW(parameters, lr=lr)
+        self.lr, self.decays, self.config = lr, decays, config
+        self.steps = 0  # optimiser steps so far: the released wrapper's ``_epoch``
+        self.steps_per_epoch = 1  # set by the learner from its batch size
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.optimiser.param_groups
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.optimiser.param_groups[0]["params"])
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        del set_to_none  # always zeros, see the class docstring
+        factor = lr_factor(self.config, self.steps, self.steps_per_epoch) if self.decays else 1.0
+        for group in self.optimiser.param_groups:
+            group["lr"] = self.lr * factor
+        self.optimiser.zero_grad(set_to_none=False)
+
+    def step(self) -> None:
+        self.optimiser.step()
+        self.steps += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"adamw": devices.cpu_state(self.optimiser.state_dict()), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimiser.load_state_dict(state["adamw"])  # moves the state to its parameters' device
+        self.steps = int(state["steps"])
+
+
+class _Optimisers:
+    """Both optimisers stepped together by ``ppo_update`` (``value_update: joint``)."""
+
+    def __init__(self, policy: ScheduledAdamW, value: ScheduledAdamW) -> None:
         self.policy, self.value = policy, value
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        self.policy.zero_grad(set_to_none=set_to_none)
-        self.value.zero_grad(set_to_none=set_to_none)
+        self.policy.zero_grad(set_to_none)
+        self.value.zero_grad(set_to_none)
 
     def step(self) -> None:
         self.policy.step()
         self.value.step()
 
 
-def lr_factor(config: Config, iteration: int) -> float:
-    """The released ``LRDecayOptimizerWrapper``: constant, then a geometric decay per iteration from
-    ``lr_decay_start`` to ``min_lr_factor`` at ``lr_decay_end``, then constant."""
-    if config.lr_decay_start is None or config.lr_decay_end is None or iteration <= config.lr_decay_start:
-        return 1.0
-    progress = min(1.0, (iteration - config.lr_decay_start) / (config.lr_decay_end - config.lr_decay_start))
-    return config.min_lr_factor**progress
+# --- losses --------------------------------------------------------------------------------------
+
+
+def discounted_returns(rewards: Tensor, cut: Tensor, gamma: float) -> Tensor:
+    """``[N, T]`` discounted return of every step to its trial's end (garage's ``discount_cumsum`` per trial);
+    ``cut`` as for ``gae``, which with zero values and λ = 1 computes exactly this sum."""
+    return gae(rewards, torch.zeros_like(rewards), cut, gamma, 1.0)[0]
+
+
+def value_terms(values: Tensor, targets: Tensor, mask: Tensor, log_std: Tensor | None) -> dict[str, Tensor]:
+    """The value loss as named terms: with ``log_std`` (``[1]``), the release's Gaussian negative
+    log-likelihood (``GaussianMLPValueFunction.compute_loss``: ``-log N(target; value, exp(log_std))``),
+    else ``0.5 (value - target)²``. ``values``, ``targets`` and ``mask`` share a shape."""
+    if log_std is None:
+        return {"loss_value": 0.5 * masked_mean((values - targets) ** 2, mask)}
+    nll = 0.5 * ((targets - values) / log_std.exp()) ** 2 + log_std + 0.5 * math.log(2 * math.pi)
+    return {"loss_value": masked_mean(nll, mask), "value_std": log_std.detach().exp().squeeze()}
 
 
 _LOCOMOTION: dict[str, Any] = {"layers": 4, "heads": 16, "d_model": 128, "ff_size": 512, "working_memory": 5,
                                "epochs": 10, "minibatch_size": 256}
 
-#: DESIGN.md §9, from the released configs. The lr decay: the released wrapper's default decay_epoch
-#: (500) to the last iteration of the paper's budget (≈2e7 and ≈4e7 env steps at 8000 per iteration).
+#: DESIGN.md §9 and the release's README launch commands (the lr decay flags: --decay_epoch_init,
+#: --decay_epoch_end, --min_lr_factor, --policy_lr_schedule / --vf_lr_schedule). The other fields keep
+#: their defaults, which are the release's: un-centred advantages, Monte-Carlo value targets with a
+#: Gaussian likelihood, separate policy and value epochs, episode memory.
 PRESETS: dict[str, dict[str, Any]] = {
     "halfcheetah_vel": {**_LOCOMOTION, "discount": 0.9, "gae_lambda": 0.8, "clip": 0.1, "policy_lr": 3e-5,
                         "value_lr": 2.5e-4, "init_std": 0.2, "output_gain": 1.0, "shared_value": False,
-                        "lr_decay_start": 500, "lr_decay_end": 2500},
+                        "lr_decay_start": 100, "lr_decay_end": 750, "min_lr_factor": 0.1,
+                        "lr_decay_optimisers": "policy"},
     "halfcheetah_dir": {**_LOCOMOTION, "discount": 0.9, "gae_lambda": 0.8, "clip": 0.2, "policy_lr": 3e-5,
                         "value_lr": 3e-5, "init_std": 0.5, "output_gain": 1.0, "shared_value": True,
-                        "lr_decay_start": 500, "lr_decay_end": 5000},
+                        "lr_decay_start": 100, "lr_decay_end": 3700, "min_lr_factor": 1e-4,
+                        "lr_decay_optimisers": "policy_and_value"},
     "ant_dir": {**_LOCOMOTION, "discount": 0.92, "gae_lambda": 0.8, "clip": 0.2, "policy_lr": 3e-5,
                 "value_lr": 3e-5, "init_std": 0.5, "output_gain": 0.01, "shared_value": True,
-                "lr_decay_start": 500, "lr_decay_end": 5000},
+                "lr_decay_start": 500, "lr_decay_end": 3500, "min_lr_factor": 1e-4,
+                "lr_decay_optimisers": "policy_and_value"},
+    # --policy_lr_schedule=no_schedule --vf_lr_schedule=no_schedule: constant lrs.
     "metaworld": {"layers": 4, "heads": 4, "d_model": 32, "ff_size": 128, "working_memory": 5, "discount": 0.9,
                   "gae_lambda": 0.95, "clip": 0.2, "policy_lr": 5e-5, "value_lr": 5e-5, "minibatch_size": 32,
                   "epochs": 10, "init_std": 1.0, "output_gain": 0.01, "shared_value": False},
     # Not from the paper: a small transformer whose memory spans the trial, for the cheap families
     # (bandit, point_nav, tabular_mdp). Set working_memory to at least the trial length in the suite.
+    # It keeps the harness's earlier PPO (one summed loss, standardised advantages, λ-returns with MSE),
+    # with which it beats Thompson sampling on bandits (tests/test_trmrl.py).
     "cheap": {"layers": 2, "heads": 4, "d_model": 64, "ff_size": 128, "working_memory": 64, "memory_span": "trial",
               "attention": "sliding", "policy_lr": 3e-4, "value_lr": 1e-3, "discount": 0.9, "gae_lambda": 0.8,
-              "clip": 0.2, "epochs": 4, "minibatch_size": 1000, "init_std": 0.5, "max_grad_norm": 0.5},
+              "clip": 0.2, "epochs": 4, "minibatch_size": 1000, "init_std": 0.5, "max_grad_norm": 0.5,
+              "normalise_advantages": True, "value_update": "joint", "value_target": "lambda_return",
+              "value_loss": "mse"},
 }
 PRESETS["paper"] = PRESETS["halfcheetah_vel"]
 
@@ -612,30 +767,29 @@ class TrMRL:
         # through 4 blocks of width 128 (~80 M multiply-adds), compute that a GPU does in a fraction of
         # the ~4 ms one CPU core needs, for one host-device round trip per env step.
         self.net.to(self.device)
+        value_parameters = self.net.value_parameters()
+        if config.shared_value and config.value_update == "separate_epochs":
+            # The release's GaussianMLPValueFunction holds the policy as a submodule: its optimiser
+            # steps the embedding and blocks on the value loss (and weight-decays the policy head).
+            value_parameters += self.net.policy_parameters()
         self.optimisers = _Optimisers(
-            torch.optim.AdamW(self.net.policy_parameters(), lr=config.policy_lr),
-            torch.optim.AdamW(self.net.value_parameters(), lr=config.value_lr),
+            ScheduledAdamW(self.net.policy_parameters(), config.policy_lr, True, config),
+            ScheduledAdamW(value_parameters, config.value_lr, config.lr_decay_optimisers == "policy_and_value",
+                           config),
         )
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
         self.iterations = 0
 
-    def exploration_policy(self) -> Policy:
-        return TrMRLPolicy(self.net, self.generator)
+    def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
+        """A policy drawing its action noise from ``generator`` (None: the training generator)."""
+        return TrMRLPolicy(self.net, self.generator if generator is None else generator)
 
     def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
         return policy  # adaptation is in the attention memory
 
-    def _set_lr(self) -> None:
-        factor = lr_factor(self.config, self.iterations)
-        for group in self.optimisers.policy.param_groups:
-            group["lr"] = self.config.policy_lr * factor
-        for group in self.optimisers.value.param_groups:
-            group["lr"] = self.config.value_lr * factor
-
     def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
-        self._set_lr()
-        batch = sampler.collect(self.exploration_policy(), tasks, self.env.episodes_per_trial)
         cfg = self.config
+        batch = sampler.collect(self.exploration_policy(), tasks, self.env.episodes_per_trial)
 
         def tensor(array: np.ndarray) -> Tensor:
             return torch.from_numpy(array).to(self.device)
@@ -644,71 +798,104 @@ class TrMRL:
                                  tensor(batch.previous(batch.rewards)), tensor(batch.episode_start))
         actions = tensor(batch.actions)
         position, span = (x.to(self.device) for x in span_positions(batch.episode_start, cfg.memory_span == "episode"))
-        if cfg.attention == "window":
+        net = self.net
+        if cfg.attention == "window":  # every sample with its own window
             rows, steps = (tensor(a) for a in np.nonzero(batch.valid))
-            forward = self._window_samples(tokens, actions, position, rows, steps)
             count, num_minibatches = len(rows), math.ceil(len(rows) / cfg.minibatch_size)
-        else:
-            forward = self._sliding_trials(tokens, actions, position, span, tensor(batch.valid))
+
+            def select(part: Tensor) -> tuple[Any, Tensor, Tensor]:
+                r, s = rows[part], steps[part]
+                return (lambda: net.window_forward(*gather_windows(tokens, position, r, s, cfg.working_memory))[0],
+                        tokens[r, s], actions[r, s])
+
+            forward = self._forward(select, lambda index: torch.ones(len(index), device=self.device), 8192)
+        else:  # whole trials with the banded mask
             count = batch.num_tasks
             num_minibatches = min(count, math.ceil(batch.env_steps / cfg.minibatch_size))
+            valid = tensor(batch.valid)
+
+            def select(part: Tensor) -> tuple[Any, Tensor, Tensor]:
+                return (lambda: net.sliding_forward(tokens[part], position[part], span[part])[0], tokens[part],
+                        actions[part])
+
+            forward = self._forward(select, lambda index: valid[index].float(), 16)
 
         with torch.no_grad():
-            old_log_prob, old_values, _, _ = forward(torch.arange(count, device=self.device), chunked=True)
+            old = forward(torch.arange(count, device=self.device), chunked=True)
+            old_log_prob = old["log_prob"]
             # GAE over the whole trial: values per step in [N, T] layout.
             values = torch.zeros(batch.rewards.shape, device=self.device)
             if cfg.attention == "window":
-                values[rows, steps] = old_values
+                values[rows, steps] = old["value"]
             else:
-                values = old_values
-            advantages, returns = gae(tensor(batch.rewards), values, tensor(trial_cuts(batch.valid)), cfg.discount,
-                                      cfg.gae_lambda)
+                values = old["value"]
+            rewards, cut = tensor(batch.rewards), tensor(trial_cuts(batch.valid))
+            advantages, returns = gae(rewards, values, cut, cfg.discount, cfg.gae_lambda)
+            if cfg.value_target == "monte_carlo":
+                returns = discounted_returns(rewards, cut, cfg.discount)
             if cfg.attention == "window":
                 advantages, returns = advantages[rows, steps], returns[rows, steps]
 
-        def loss_fn(index: Tensor) -> dict[str, Tensor]:
-            index = index.to(self.device)  # minibatch indices come from the CPU generator
-            log_prob, values, entropy, mask = forward(index, chunked=False)
-            adv = normalise_advantages(advantages[index], mask) if cfg.normalise_advantages else advantages[index]
-            return ppo_loss(log_prob, old_log_prob[index], adv, values, returns[index], entropy, mask,
-                            cfg.clip, 1.0, cfg.entropy_coef)
+        value_log_std = self.net.value_log_std if cfg.value_loss == "gaussian_nll" else None
 
-        logs = ppo_update(loss_fn, count, self.optimisers, list(self.net.parameters()),  # type: ignore[arg-type]
-                          cfg.epochs, num_minibatches, cfg.max_grad_norm or math.inf, self.generator)
+        def policy_terms(index: Tensor, value: bool) -> dict[str, Tensor]:
+            index = index.to(self.device)  # minibatch indices come from the CPU generator
+            out = forward(index, chunked=False, value=value)
+            mask = out["mask"]
+            adv = normalise_advantages(advantages[index], mask) if cfg.normalise_advantages else advantages[index]
+            values = out["value"] if value else returns[index]  # without a value, ppo_loss's value term is 0
+            terms = ppo_loss(out["log_prob"], old_log_prob[index], adv, values, returns[index], out["entropy"], mask,
+                             cfg.clip, 1.0, cfg.entropy_coef)
+            if value:  # one summed loss (value_update: joint)
+                terms.update(value_terms(out["value"], returns[index], mask, value_log_std))
+            else:  # the value's own epochs fit it
+                del terms["loss_value"]
+            return terms
+
+        def value_loss(index: Tensor) -> dict[str, Tensor]:
+            out = forward(index.to(self.device), chunked=False, policy=False)
+            return value_terms(out["value"], returns[index.to(self.device)], out["mask"], value_log_std)
+
+        policy_optimiser, value_optimiser = self.optimisers.policy, self.optimisers.value
+        policy_optimiser.steps_per_epoch = value_optimiser.steps_per_epoch = steps_per_epoch(
+            cfg, len(tasks), self.env.episodes_per_trial, self.env.max_episode_steps)
+        max_grad_norm = cfg.max_grad_norm or math.inf
+        if cfg.value_update == "joint":
+            logs = ppo_update(lambda index: policy_terms(index, value=True), count, self.optimisers,  # type: ignore[arg-type]
+                              list(self.net.parameters()), cfg.epochs, num_minibatches, max_grad_norm, self.generator)
+        else:
+            # The release's VPG._train: all policy minibatch epochs, then all value epochs.
+            logs = ppo_update(lambda index: policy_terms(index, value=False), count, policy_optimiser,  # type: ignore[arg-type]
+                              self.net.policy_parameters(), cfg.epochs, num_minibatches, max_grad_norm, self.generator)
+            value_logs = ppo_update(value_loss, count, value_optimiser, value_optimiser.parameters,  # type: ignore[arg-type]
+                                    cfg.epochs, num_minibatches, max_grad_norm, self.generator)
+            logs.update(loss_value=value_logs["loss_value"], value_grad_norm=value_logs["grad_norm"])
+            if "value_std" in value_logs:
+                logs["value_std"] = value_logs["value_std"]
         self.iterations += 1
         logs["train_return"] = float(batch.episode_returns.mean())
-        logs["policy_lr"] = self.optimisers.policy.param_groups[0]["lr"]
+        logs["policy_lr"] = policy_optimiser.param_groups[0]["lr"]
+        logs["value_lr"] = value_optimiser.param_groups[0]["lr"]
         return logs
 
-    def _window_samples(self, tokens: Tensor, actions: Tensor, position: Tensor, rows: Tensor, steps: Tensor) -> Any:
-        """Forward over the samples ``index`` (into ``rows``/``steps``), each with its own window."""
+    def _forward(self, select: Any, mask: Any, chunk: int) -> Any:
+        """``forward(index, chunked, policy, value)``: ``log_prob`` and ``entropy`` (if ``policy``), ``value`` (if
+        ``value``) and ``mask`` of the samples ``index``; ``select(part)`` gives a part's features (a thunk: a
+        separate value needs no transformer pass), tokens and actions, ``mask(index)`` the valid steps."""
+        net = self.net
 
-        def forward(index: Tensor, chunked: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            outputs = []
-            for part in torch.split(index, 8192 if chunked else len(index)):
-                r, s = rows[part], steps[part]
-                windows, count = gather_windows(tokens, position, r, s, self.config.working_memory)
-                features, current = self.net.window_forward(windows, count)
-                dist = self.net.distribution(features)
-                outputs.append((self.net.log_prob(dist, actions[r, s]), self.net.value(tokens[r, s], current),
-                                self.net.entropy(dist)))
-            log_prob, values, entropy = (torch.cat(parts) for parts in zip(*outputs, strict=True))
-            return log_prob, values, entropy, torch.ones_like(log_prob)
-
-        return forward
-
-    def _sliding_trials(self, tokens: Tensor, actions: Tensor, position: Tensor, span: Tensor, valid: Tensor) -> Any:
-        """Forward over the whole trials ``index`` with the banded mask."""
-
-        def forward(index: Tensor, chunked: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-            outputs = []
-            for part in torch.split(index, 16 if chunked else len(index)):
-                features, current = self.net.sliding_forward(tokens[part], position[part], span[part])
-                dist = self.net.distribution(features)
-                outputs.append((self.net.log_prob(dist, actions[part]), self.net.value(tokens[part], current),
-                                self.net.entropy(dist)))
-            log_prob, values, entropy = (torch.cat(parts) for parts in zip(*outputs, strict=True))
-            return log_prob, values, entropy, valid[index].float()
+        def forward(index: Tensor, chunked: bool, policy: bool = True, value: bool = True) -> dict[str, Tensor]:
+            outputs: dict[str, list[Tensor]] = {}
+            for part in torch.split(index, chunk if chunked else len(index)):
+                features_of, tokens, actions = select(part)
+                features = features_of() if policy or self.config.shared_value else None
+                if policy:
+                    dist = net.distribution(features)
+                    outputs.setdefault("log_prob", []).append(net.log_prob(dist, actions))
+                    outputs.setdefault("entropy", []).append(net.entropy(dist))
+                if value:
+                    outputs.setdefault("value", []).append(net.value(tokens, features))
+            return {**{key: torch.cat(parts) for key, parts in outputs.items()}, "mask": mask(index)}
 
         return forward
 
@@ -716,16 +903,16 @@ class TrMRL:
         return {
             "config": asdict(self.config),
             "net": devices.cpu_state(self.net.state_dict()),
-            "policy_optimiser": devices.cpu_state(self.optimisers.policy.state_dict()),
-            "value_optimiser": devices.cpu_state(self.optimisers.value.state_dict()),
+            "policy_optimiser": self.optimisers.policy.state_dict(),
+            "value_optimiser": self.optimisers.value.state_dict(),
             "generator": self.generator.get_state(),
             "iterations": self.iterations,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])  # copies into the parameters, wherever they live
-        # Optimiser states are moved to their parameters' device by load_state_dict.
         self.optimisers.policy.load_state_dict(state["policy_optimiser"])
         self.optimisers.value.load_state_dict(state["value_optimiser"])
         self.generator.set_state(state["generator"])
         self.iterations = int(state["iterations"])
+
