@@ -5,38 +5,51 @@ One iteration on a meta-batch of ``N`` tasks:
 
 1. *pre-update*: ``trials_per_task`` trials of ``exploration_episodes`` episodes per task with the
    meta-parameters θ (the task repeated in one ``collect`` call: garage/ProMP's rollouts per task);
-2. *inner steps*: ``inner_steps`` policy-gradient steps per trial on that trial alone, with advantages
-   from a linear feature baseline fit per trial (Duan et al. 2016; rllab/garage/ProMP
-   ``LinearFeatureBaseline``): ``θ'_i = θ - inner_lr · ∇ L_inner_i``, kept differentiable in θ
-   (``create_graph=True``);
-3. *post-update*: one trial per pre-update trial with its θ'_i (detached: sampling only);
+2. *inner steps*: ``inner_steps`` policy-gradient steps per adaptation, with advantages from a linear
+   feature baseline (Duan et al. 2016; rllab/garage/ProMP ``LinearFeatureBaseline``) fitted on that
+   adaptation's data: ``θ'_i = θ - inner_lr · ∇ L_inner_i``, kept differentiable in θ
+   (``create_graph=True``). ``inner_batch: task`` (ProMP, garage) adapts once per task on all its trials
+   pooled, the baseline fitted over all of them; ``inner_batch: trial`` adapts once per trial on that
+   trial alone, as the harness's default evaluation adapts on one trial's exploration episodes;
+3. *post-update*: ``trials_per_task`` trials per task with the adapted parameters (detached: sampling only);
 4. *outer step* on the post-update data as a function of θ through the inner steps: TRPO (conjugate
    gradient on the Hessian of the KL through the inner steps, backtracking line search) or PPO's
    clipped surrogate with Adam, recomputing the adaptation at every step.
 
-Training follows the test-time protocol (DESIGN.md §5): an inner step sees exactly what ``adapt`` sees
-at evaluation, one trial of ``exploration_episodes`` episodes of its task; more rollouts per task
-(``trials_per_task``) mean more adaptations to average the outer objective over, not a bigger inner
-batch than evaluation will give (garage and ProMP pooled their 10-20 rollouts per task into one inner
-step and adapted on as many at test time, which trials of 2 episodes cannot hold). **All inner steps
-reuse that same data**, at training and at evaluation (garage re-sampled between inner steps at
-training time and could take only one step at test time, issue #2309). Steps after the first are then off-policy; the
-``likelihood_ratio`` inner objective weights them by ``π_φ(a)/π_θ(a)`` (ProMP's LVC objective), while
-``log_likelihood`` (garage, ProMP's MAML default) ignores it.
+``adapt`` (evaluation) takes one inner step per row of the exploration batch on all of that row's
+episodes, however many there are: ProMP adapts on 20 rollouts per task, which a suite asks for with
+``evaluation.exploration_episodes``. **All inner steps reuse the same data**, at training and at
+evaluation (garage re-sampled between inner steps at training time and could take only one step at
+test time, issue #2309). Steps after the first are then off-policy; the ``likelihood_ratio`` inner
+objective weights them by ``π_φ(a)/π_θ(a)`` (ProMP's LVC objective), while ``log_likelihood`` (garage,
+ProMP's MAML default) ignores it.
+
+Actions: with ``action_normalization_scale`` (ProMP's ``normalize(env)`` wrapper, scale 10) the policy's
+Gaussian lives in ``[-scale, scale]`` per dimension; ``act`` maps each sample affinely onto the family's
+``Box`` bounds and clips it there, which is the action the environment gets and the ``TrialBatch``
+stores. Log-probabilities are of the policy's own pre-clip samples, which the policy keeps from its last
+trial (``MAMLPolicy.in_policy_units``), as ProMP's sampler kept the policy's action and left the rescaling
+to the environment.
 
 Batching: per-task parameters are stacked (``[N, ...]`` per tensor) and the policy runs on every task
 at once through ``torch.func.vmap`` over ``torch.func.functional_call``. The per-task inner gradients
 come from one backward pass w.r.t. θ expanded to ``[N, ...]`` (task ``i``'s loss depends only on row
 ``i``). Adapted parameters live in explicit dicts; adaptation never overwrites the module's parameters
 (garage issue #1269) — only the outer step does.
+
+Randomness: a policy draws its action noise from the generator it was built with — the learner's
+training generator for training, the evaluation's own for ``exploration_policy(generator)`` — and
+``adapt`` (which draws nothing) hands that generator on to the adapted policy, so evaluating never
+advances the training generator (``algorithms/base.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -49,34 +62,51 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
 from algorithms.heads import sample_action
-from algorithms.ppo import gae, masked_mean, ppo_loss
+from algorithms.ppo import gae, ppo_loss
 
-OUTER_STEPS = ("trpo", "ppo")
-INNER_OBJECTIVES = ("log_likelihood", "likelihood_ratio")
+OuterStep = Literal["trpo", "ppo"]
+InnerObjective = Literal["log_likelihood", "likelihood_ratio"]
+InnerBatch = Literal["task", "trial"]
 Params = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
 class Config:
-    """MAML hyperparameters; defaults are ProMP's MuJoCo TRPO-MAML settings (see ``presets``)."""
+    """MAML hyperparameters; defaults are ProMP's MuJoCo TRPO-MAML settings except where ``presets`` say."""
 
     hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata={"doc": "units of the tanh hidden layers"})
-    init_std: float = field(default=1.0, metadata={"doc": "initial std of Gaussian actions (learned)"})
+    init_std: float = field(
+        default=1.0, metadata={"doc": "initial std of Gaussian actions (learned), in the policy's units: with "
+                                      "action_normalization_scale s, init_std/s of the half-range of the bounds"}
+    )
+    action_normalization_scale: float | None = field(
+        default=None,
+        metadata={"doc": "ProMP's normalize(env) wrapper: the policy acts in [-s, s] per dimension, mapped "
+                         "affinely onto the family's Box bounds and clipped to them (ProMP: 10). None: the "
+                         "policy's samples go to the environment as they are, unclipped"},
+    )
     exploration_episodes: int = field(
-        default=1, metadata={"doc": "episodes per task the inner steps see, at training and at evaluation"}
+        default=1, metadata={"doc": "episodes of one training trial (pre- and post-update), and the episodes "
+                                    "evaluation adapts on unless the suite's evaluation.exploration_episodes says"}
     )
     trials_per_task: int = field(
-        default=1, metadata={"doc": "trials of exploration_episodes episodes per meta-batch task at training, "
-                                    "each adapted on its own (the sampler then holds tasks × trials envs)"}
+        default=1, metadata={"doc": "trials of exploration_episodes episodes per meta-batch task at training "
+                                    "(the sampler then holds tasks × trials envs)"}
+    )
+    inner_batch: InnerBatch = field(
+        default="task",
+        metadata={"doc": "'task': one adaptation per task on all its trials pooled, the baseline fitted and "
+                         "advantages normalised over all of them (ProMP, garage); 'trial': one adaptation per "
+                         "trial on that trial alone (the harness's default evaluation adapts on one trial)"},
     )
     inner_lr: float = field(default=0.1, metadata={"doc": "step size of the inner policy-gradient steps"})
     inner_steps: int = field(default=1, metadata={"doc": "inner gradient steps, all on the same exploration data"})
-    inner_objective: str = field(
+    inner_objective: InnerObjective = field(
         default="log_likelihood",
         metadata={"doc": "'log_likelihood' (mean log π·A; garage, ProMP MAML) or 'likelihood_ratio' "
                          "(mean π/π_sampling·A; ProMP's LVC, importance-weights steps after the first)"},
     )
-    outer: str = field(default="trpo", metadata={"doc": "outer step: 'trpo' or 'ppo'"})
+    outer: OuterStep = field(default="trpo", metadata={"doc": "outer step: 'trpo' or 'ppo'"})
     max_kl: float = field(default=0.01, metadata={"doc": "TRPO trust region: mean KL(old ‖ new), post-update"})
     cg_iters: int = field(default=10, metadata={"doc": "conjugate-gradient iterations"})
     cg_damping: float = field(default=1e-5, metadata={"doc": "added to the KL Hessian's diagonal (garage reg_coeff)"})
@@ -104,40 +134,46 @@ class Config:
         for name in ("discount", "gae_lambda"):
             check(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
         check(0 < self.backtrack_ratio < 1, "backtrack_ratio", "must be in (0, 1)")
-        check(self.outer in OUTER_STEPS, "outer", f"must be one of {', '.join(OUTER_STEPS)}")
-        check(self.inner_objective in INNER_OBJECTIVES, "inner_objective",
-              f"must be one of {', '.join(INNER_OBJECTIVES)}")
+        for name, kind in (("outer", OuterStep), ("inner_objective", InnerObjective), ("inner_batch", InnerBatch)):
+            allowed = get_args(kind)
+            check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
+        scale = self.action_normalization_scale
+        check(scale is None or (math.isfinite(scale) and scale > 0), "action_normalization_scale",
+              "must be a finite number > 0, or null for raw actions")
 
 
 # ProMP (Rothfuss et al. 2019), run_scripts/maml_run_mujoco.py: TRPO-MAML with MLP(64, 64) tanh, learned
-# std (init 1), LinearFeatureBaseline, 20 rollouts per task, γ 0.99, λ 1, normalised advantages, inner
-# lr 0.1, one inner step, step size (max KL) 0.01; its meta-batch (40) is the suite's
-# tasks_per_iteration. ProMP's inner step pooled the 20 rollouts (and adapted on 20 at test time); here
-# they are 20 one-episode trials per task, each adapted on its own, as evaluation does with 2-episode
-# trials (DESIGN.md §9; see the module docstring).
+# std (init 1), LinearFeatureBaseline, 20 rollouts per task pooled into one inner step (the baseline fitted
+# per task over all 20, advantages normalised per task), γ 0.99, λ 1, inner lr 0.1, one inner step, step
+# size (max KL) 0.01, and the env wrapped in normalize(env) (actions in ±10, rescaled to the bounds and
+# clipped: the initial std is 0.1 in env units). Its meta-batch (40) is the suite's tasks_per_iteration;
+# its paths are 100 steps (the suite's episode_steps). The 20 rollouts are 20 one-episode trials pooled
+# per task (faster to sample than one 20-episode trial: 20× more environments per policy call). ProMP
+# adapted on its 20 rollouts at test time too: evaluation.exploration_episodes 20 in a suite.
 _PROMP_MUJOCO: dict[str, Any] = {
-    "hidden_sizes": (64, 64), "init_std": 1.0, "exploration_episodes": 1, "trials_per_task": 20, "inner_lr": 0.1,
-    "inner_steps": 1, "inner_objective": "log_likelihood", "outer": "trpo", "max_kl": 0.01, "discount": 0.99,
-    "gae_lambda": 1.0, "normalise_advantages": True,
+    "hidden_sizes": (64, 64), "init_std": 1.0, "action_normalization_scale": 10.0, "exploration_episodes": 1,
+    "trials_per_task": 20, "inner_batch": "task", "inner_lr": 0.1, "inner_steps": 1,
+    "inner_objective": "log_likelihood", "outer": "trpo", "max_kl": 0.01, "discount": 0.99, "gae_lambda": 1.0,
+    "normalise_advantages": True,
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
     # DESIGN.md §9, garage's MAML-TRPO on Meta-World: MLP(128, 128) tanh, inner lr 1e-4, γ 0.99, λ 1.0,
-    # max KL 0.01, 10 rollouts per task (10 one-episode trials here; garage pooled them into one inner
-    # step and its MetaEvaluator adapted on 10 episodes: with trials of more than 10 episodes, set
-    # exploration_episodes 10 and trials_per_task 1 for that). garage's example scripts
-    # (examples/torch/maml_trpo_metaworld_ml10.py) differ: MLP(100, 100), inner lr 0.1.
+    # max KL 0.01, 10 rollouts per task pooled into one inner step (10 one-episode trials here), and its
+    # MetaEvaluator adapted on 10 episodes (evaluation.exploration_episodes 10 in a suite). garage's
+    # example scripts (examples/torch/maml_trpo_metaworld_ml10.py) differ: MLP(100, 100), inner lr 0.1.
     "metaworld": {"hidden_sizes": (128, 128), "inner_lr": 1e-4, "exploration_episodes": 1, "trials_per_task": 10,
-                  "discount": 0.99, "gae_lambda": 1.0, "max_kl": 0.01, "outer": "trpo"},
+                  "inner_batch": "task", "discount": 0.99, "gae_lambda": 1.0, "max_kl": 0.01, "outer": "trpo"},
     "halfcheetah_vel": _PROMP_MUJOCO,
     "halfcheetah_dir": _PROMP_MUJOCO,
     "ant_dir": _PROMP_MUJOCO,
-    # Tuned here for point_nav (2 episodes per trial: adapt on 1) and bandits (tests/test_maml.py). On
-    # point_nav (100 tasks per iteration, 50 iterations) inner lr 0.05-0.1 and init std 0.5-1 adapt
-    # equally well (post-update -9.2 to -9.4 vs pre-update -15); inner lr >= 0.3 or init std 0.25 fail.
-    # At equal env steps, 100 tasks × 1 trial, 50 × 2 and 20 × 5 adapt about equally (-9.4 to -10.6).
+    # Tuned here for point_nav (2 episodes per trial: adapt on 1) and bandits (tests/test_maml.py), adapting
+    # on one trial as the harness's default evaluation does. On point_nav (100 tasks per iteration, 50
+    # iterations) inner lr 0.05-0.1 and init std 0.5-1 adapt equally well (post-update -9.2 to -9.4 vs
+    # pre-update -15); inner lr >= 0.3 or init std 0.25 fail. At equal env steps, 100 tasks × 1 trial,
+    # 50 × 2 and 20 × 5 adapt about equally (-9.4 to -10.6).
     "cheap": {"hidden_sizes": (32, 32), "init_std": 0.5, "exploration_episodes": 1, "trials_per_task": 1,
-              "inner_lr": 0.1, "discount": 0.99, "gae_lambda": 1.0, "max_kl": 0.01},
+              "inner_batch": "trial", "inner_lr": 0.1, "discount": 0.99, "gae_lambda": 1.0, "max_kl": 0.01},
 }
 
 
@@ -235,22 +271,60 @@ def log_prob_of(net: PolicyNet, params: Params, obs: Tensor, actions: Tensor) ->
     return log_prob_from(*policy_outputs(net, params, obs), actions)
 
 
+@dataclass(frozen=True)
+class ActionNormalization:
+    """ProMP's ``normalize(env)`` action map: the policy's units ``[-scale, scale]`` affinely onto the
+    environment's ``Box`` bounds ``[low, high]``, then clipped to them (float32, ``[A]`` each)."""
+
+    scale: float
+    low: np.ndarray
+    high: np.ndarray
+
+    @classmethod
+    def of(cls, space: gym.Space, scale: float) -> ActionNormalization:
+        if not isinstance(space, gym.spaces.Box):
+            raise ValueError(f"action_normalization_scale: needs a Box action space, not {space}")
+        low, high = space.low.astype(np.float32).ravel(), space.high.astype(np.float32).ravel()
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError("action_normalization_scale: needs finite action bounds; this Box is unbounded")
+        return cls(scale, low, high)
+
+    @property
+    def gain(self) -> np.ndarray:
+        """Env units per policy unit, ``[A]``: half the bounds' range over ``scale``."""
+        return (self.high - self.low) / np.float32(2 * self.scale)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """``[..., A]`` policy-unit actions → the clipped env-unit actions the environment gets."""
+        middle = (self.high + self.low) / np.float32(2)
+        return np.clip(middle + actions * self.gain, self.low, self.high)
+
+
 class MAMLPolicy:
     """Acts with the meta-parameters θ on every environment, or with one adapted θ'_i per environment
     (``stacked``: row ``i`` of the batch of environments is task ``i`` of the adaptation).
 
     An exploring policy (``explores``) samples even when asked for deterministic actions: the inner
-    policy gradient needs the exploration noise (with ``a = μ(s)`` it vanishes).
+    policy gradient needs the exploration noise (with ``a = μ(s)`` it vanishes). Every draw comes from
+    ``generator``.
+
+    With an ``action_map`` the policy returns env-unit actions (rescaled and clipped) and keeps its own
+    pre-clip samples of the current trial, one ``[N, A]`` array per ``act`` call since the last
+    ``reset``: the sampler calls ``act`` once per step of a trial for every environment (``harness.rollout``),
+    and ``in_policy_units`` checks that the samples it hands out map onto the batch's actions.
     """
 
     def __init__(self, net: PolicyNet, params: Params, stacked: bool, generator: torch.Generator,
-                 explores: bool = False) -> None:
+                 explores: bool = False, action_map: ActionNormalization | None = None) -> None:
         self.net, self.params, self.stacked, self.generator = net, params, stacked, generator
-        self.explores = explores
+        self.explores, self.action_map = explores, action_map
         self.noise = torch.empty(0)  # reused for the Gaussian noise of every step
+        self.samples: list[np.ndarray] | None = []  # pre-clip samples of the current trial (with action_map)
 
     def reset(self, new_trial: np.ndarray) -> None:
-        pass  # memoryless: adaptation lives in the parameters
+        # Memoryless: adaptation lives in the parameters. The recorded samples restart with a trial of
+        # every environment (what the sampler does); after a partial reset they no longer line up.
+        self.samples = [] if np.all(new_trial) else None
 
     @torch.inference_mode()
     def act(
@@ -273,8 +347,38 @@ class MAMLPolicy:
             self.noise = torch.empty(out.shape)
         log_std = None if self.net.discrete else self.params["log_std"]
         deterministic = deterministic and not self.explores
-        return sample_action(out, log_std, self.net.discrete, deterministic, self.generator,  # type: ignore[arg-type]
-                             self.noise).numpy()
+        actions = sample_action(out, log_std, self.net.discrete, deterministic, self.generator,  # type: ignore[arg-type]
+                                self.noise).numpy()  # a fresh tensor every call: safe to keep
+        if self.action_map is None:
+            return actions
+        if self.samples is not None:
+            self.samples.append(actions)
+        return self.action_map.to_env(actions)
+
+    def in_policy_units(self, batch: TrialBatch) -> TrialBatch:
+        """``batch`` (this policy's last trial) with its actions replaced by the policy's pre-clip samples,
+        zero on padding: what the log-probabilities are of. Without an action map, ``batch`` itself.
+
+        Raises:
+            ValueError: the batch is not the trial this policy last ran.
+        """
+        if self.action_map is None:
+            return batch
+        if not self.samples:
+            raise ValueError("this policy has no recorded trial (it rescales its actions and keeps its samples "
+                             "from the last collect only)")
+        samples = np.stack(self.samples, axis=1)  # [N, S, A]
+        num, steps = batch.valid.shape
+        if samples.shape[0] != num or samples.shape[1] > steps or batch.valid[:, samples.shape[1]:].any():
+            raise ValueError(f"the policy's last trial ({samples.shape[0]} environments, {samples.shape[1]} steps) "
+                             f"is not this batch ({num} rows, {steps} steps)")
+        actions = np.zeros(batch.actions.shape, np.float32)
+        actions[:, : samples.shape[1]] = samples.reshape(num, samples.shape[1], *batch.actions.shape[2:])
+        actions[~batch.valid] = 0.0
+        mapped = self.action_map.to_env(actions)
+        if not np.array_equal(mapped[batch.valid], batch.actions[batch.valid]):
+            raise ValueError("the batch's actions are not this policy's last trial's samples, rescaled and clipped")
+        return dataclasses.replace(batch, actions=actions)
 
 
 # --- advantages: the linear feature baseline ------------------------------------------------------
@@ -331,7 +435,11 @@ def fit_linear_baseline(features: Tensor, targets: Tensor, mask: Tensor, reg: fl
 
 def compute_advantages(batch: TrialBatch, discount: float, gae_lambda: float, reg: float,
                        normalise: bool, device: torch.device | str = "cpu") -> Tensor:
-    """``[N, T]`` GAE advantages over a linear feature baseline fit on each row's (task's) returns, on ``device``.
+    """``[N, T]`` GAE advantages over a linear feature baseline fit on each row's returns, on ``device``.
+
+    A row is one adaptation's data: a trial, or all of a task's trials (``pool_trials``), over which the
+    baseline is then fitted and the advantages standardised, as ProMP's ``MetaSampleProcessor`` does per
+    task over its 20 rollouts.
 
     Episodes are independent for MAML (no memory): returns and GAE stop at every episode end, and the
     baseline's time feature restarts at every episode start. Padding is zero.
@@ -355,9 +463,45 @@ def compute_advantages(batch: TrialBatch, discount: float, gae_lambda: float, re
     return advantages * mask
 
 
+def pool_trials(batch: TrialBatch, trials: int) -> TrialBatch:
+    """Each run of ``trials`` consecutive rows (trials of one task) as one row: ``[N·k, T]`` → ``[N, k·T]``.
+
+    MAML has no memory, so a task's trials side by side are one longer row of episodes: the baseline
+    fit, the advantage normalisation and the inner step of ``compute_advantages``/``inner_loss`` then
+    run over all of the task's episodes (ProMP's and garage's per-task batch). Episode indices are
+    renumbered along the pooled row; padding stays padding where it was.
+
+    Raises:
+        ValueError: the rows do not divide into runs of ``trials`` rows of one task each.
+    """
+    if trials == 1:
+        return batch
+    rows = batch.valid.shape[0]
+    if rows % trials:
+        raise ValueError(f"{rows} trials do not divide into tasks of {trials} trials")
+    tasks, episodes = rows // trials, batch.episode_returns.shape[1]
+    ids = np.array(batch.task_ids, dtype=object).reshape(tasks, trials)
+    if (ids != ids[:, :1]).any():
+        raise ValueError("pooled trials must be consecutive rows of one task each")
+
+    def pooled(array: np.ndarray) -> np.ndarray:  # row g·k + j, step t → row g, step j·T + t
+        return array.reshape(tasks, trials * array.shape[1], *array.shape[2:])
+
+    offset = (np.arange(rows) % trials * episodes)[:, None]
+    return TrialBatch(
+        obs=pooled(batch.obs), actions=pooled(batch.actions), rewards=pooled(batch.rewards),
+        episode_start=pooled(batch.episode_start), episode_end=pooled(batch.episode_end),
+        terminated=pooled(batch.terminated), episode_index=pooled(batch.episode_index + offset),
+        valid=pooled(batch.valid), success=pooled(batch.success), episode_returns=pooled(batch.episode_returns),
+        episode_lengths=pooled(batch.episode_lengths), episode_success=pooled(batch.episode_success),
+        task_ids=[str(i) for i in ids[:, 0]],
+    )
+
+
 @dataclass
 class Rollouts:
-    """One trial per row (task), as the losses read it. Tensors are ``[N, T, ...]``.
+    """One adaptation's data per row (a trial, or a task's trials pooled), as the losses read it. Tensors
+    are ``[N, T, ...]``.
 
     Attributes:
         obs: ``[N, T, obs_dim]``.
@@ -380,7 +524,11 @@ class Rollouts:
 
 def to_rollouts(net: PolicyNet, batch: TrialBatch, params: Params, config: Config) -> Rollouts:
     """``batch`` as the losses read it: tensors, advantages, and the outputs of the stacked per-row
-    parameters ``params`` that sampled it; on the device of ``params``."""
+    parameters ``params`` that sampled it; on the device of ``params``.
+
+    A row is one adaptation's data: a trial, or a task's trials pooled (``pool_trials``). The batch's
+    actions are in the policy's units (``MAMLPolicy.in_policy_units``): the log-probabilities are of them.
+    """
     device = next(iter(params.values())).device
     obs = torch.from_numpy(batch.obs).flatten(2).to(device)
     actions = torch.from_numpy(batch.actions).to(device)
@@ -418,22 +566,30 @@ def inner_loss(log_prob: Tensor, sampling_log_prob: Tensor, advantages: Tensor, 
     return {"loss_inner": -per_task.sum()}
 
 
+def row_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """The mean over rows of each row's mean over its valid steps (``x``, ``mask`` ``[N, T]``): every task
+    weighs the same however long its episodes ran (ProMP's and garage's outer objective and KL)."""
+    return ((x * mask).sum(1) / mask.sum(1).clamp_min(1.0)).mean()
+
+
 def surrogate_loss(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask: Tensor) -> dict[str, Tensor]:
-    """TRPO's surrogate ``-mean(π/π_old · A)`` (Schulman et al. 2015) over valid steps; inputs ``[N, T]``."""
-    return {"loss_surrogate": -masked_mean((log_prob - old_log_prob).exp() * advantages, mask)}
+    """TRPO's surrogate ``-mean(π/π_old · A)`` (Schulman et al. 2015), per row over its valid steps, then
+    over rows; inputs ``[N, T]``."""
+    return {"loss_surrogate": -row_mean((log_prob - old_log_prob).exp() * advantages, mask)}
 
 
 def mean_kl(old_out: Tensor, old_log_std: Tensor | None, out: Tensor, log_std: Tensor | None,
             mask: Tensor) -> Tensor:
-    """Mean over valid steps (``mask`` ``[N, T]``) of ``KL(old ‖ new)`` between categorical (``log_std``
-    ``None``) or diagonal Gaussian action distributions, summed over action dimensions."""
+    """Mean (per row over its valid steps, ``mask`` ``[N, T]``, then over rows) of ``KL(old ‖ new)``
+    between categorical (``log_std`` ``None``) or diagonal Gaussian action distributions, summed over
+    action dimensions."""
     if log_std is None or old_log_std is None:
         old_log_p = old_out.log_softmax(-1)
         kl = (old_log_p.exp() * (old_log_p - out.log_softmax(-1))).sum(-1)
     else:
         kl = (log_std - old_log_std + ((2 * old_log_std).exp() + (old_out - out) ** 2) / (2 * (2 * log_std).exp())
               - 0.5).sum(-1)
-    return masked_mean(kl, mask)
+    return row_mean(kl, mask)
 
 
 def adapt_parameters(net: PolicyNet, params: Params, data: Rollouts, config: Config,
@@ -572,13 +728,15 @@ class MAML:
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
-        check(config.exploration_episodes < env.episodes_per_trial, "exploration_episodes",
-              f"must be < episodes_per_trial ({env.episodes_per_trial}): evaluation adapts after "
-              "exploration_episodes and runs the rest of the trial adapted")
+        # No check of exploration_episodes against env.episodes_per_trial: training trials are
+        # exploration_episodes long whatever the family's trials, and the evaluation protocol (which may
+        # set its own trial length and exploration episodes) is validated with the suite (harness.spec).
         self.env = env
         self.config = config
         self.device = devices.resolve(device)
         self.exploration_episodes: int | None = config.exploration_episodes
+        scale = config.action_normalization_scale
+        self.action_map = None if scale is None else ActionNormalization.of(env.action_space, scale)
         obs_dim = int(np.prod(env.observation_space.shape))
         torch_seed = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):
@@ -596,33 +754,43 @@ class MAML:
         """``params`` for acting: themselves on a CPU device, else detached CPU copies."""
         return devices.cpu_tensors(params, self.device)
 
-    def exploration_policy(self) -> Policy:
-        return MAMLPolicy(self.net, self._on_cpu(self._theta()), stacked=False, generator=self.generator,
-                          explores=True)
+    def _policy(self, params: Params, stacked: bool, generator: torch.Generator, explores: bool = False
+                ) -> MAMLPolicy:  # fmt: skip
+        return MAMLPolicy(self.net, self._on_cpu(params), stacked, generator, explores, self.action_map)
+
+    def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
+        """θ's policy, drawing from ``generator`` (``None``: the learner's training generator)."""
+        return self._policy(self._theta(), False, self.generator if generator is None else generator, explores=True)
 
     def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
-        """Run the inner steps from ``policy``'s parameters on the exploration trials (one row per task),
-        all steps on that same data; returns a policy for those tasks, in that order. Touches neither
-        the learner nor ``policy``."""
+        """Run the inner steps from ``policy``'s parameters on each row of ``exploration`` (one row per task,
+        all its episodes: any number), all steps on that same data; returns a policy for those tasks, in
+        that order, drawing from ``policy``'s generator. Touches neither the learner nor ``policy`` and
+        draws nothing itself."""
         if not isinstance(policy, MAMLPolicy):
             raise TypeError(f"MAML adapts its own policies, not {type(policy).__name__}")
         start = {k: v.detach().to(self.device) for k, v in policy.params.items()}
         if not policy.stacked:
             start = stack(start, exploration.num_tasks)
-        data = to_rollouts(self.net, exploration, start, self.config)
+        data = to_rollouts(self.net, policy.in_policy_units(exploration), start, self.config)
         adapted = adapt_parameters(self.net, start, data, self.config, create_graph=False)[-1]
-        return MAMLPolicy(self.net, self._on_cpu(adapted), stacked=True, generator=self.generator)
+        return self._policy(adapted, True, policy.generator)
 
     def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
         cfg = self.config
-        rows = [task for task in tasks for _ in range(cfg.trials_per_task)]  # one adaptation per row
-        theta = stack({name: v.detach() for name, v in self._theta().items()}, len(rows))
-        pre_batch = sampler.collect(self.exploration_policy(), rows, cfg.exploration_episodes)
-        pre = to_rollouts(self.net, pre_batch, theta, cfg)
+        rows = [task for task in tasks for _ in range(cfg.trials_per_task)]  # a task's trials are consecutive
+        pooled = cfg.trials_per_task if cfg.inner_batch == "task" else 1  # trials per adaptation
+        adaptations = len(rows) // pooled
+        theta = stack({name: v.detach() for name, v in self._theta().items()}, adaptations)
+        explore = self.exploration_policy()
+        pre_batch = sampler.collect(explore, rows, cfg.exploration_episodes)
+        pre = to_rollouts(self.net, pool_trials(explore.in_policy_units(pre_batch), pooled), theta, cfg)
         adapted = adapt_parameters(self.net, theta, pre, cfg, create_graph=False)[-1]
-        post_batch = sampler.collect(MAMLPolicy(self.net, self._on_cpu(adapted), True, self.generator), rows,
-                                     cfg.exploration_episodes)
-        post = to_rollouts(self.net, post_batch, adapted, cfg)
+        # Each adaptation's parameters act on each of its trials.
+        per_row = {k: v.repeat_interleave(pooled, dim=0) for k, v in adapted.items()} if pooled > 1 else adapted
+        post_policy = self._policy(per_row, True, self.generator)
+        post_batch = sampler.collect(post_policy, rows, cfg.exploration_episodes)
+        post = to_rollouts(self.net, pool_trials(post_policy.in_policy_units(post_batch), pooled), adapted, cfg)
 
         def objective(create_graph: bool) -> dict[str, Tensor]:
             return meta_objective(self.net, self._theta(), pre, post, cfg, create_graph)
@@ -638,8 +806,9 @@ class MAML:
         self.iterations += 1
         logs["pre_update_return"] = float(pre_batch.episode_returns.mean())
         logs["post_update_return"] = float(post_batch.episode_returns.mean())
-        if not self.net.discrete:
-            logs["action_std"] = float(self.net.log_std.detach().exp().mean())
+        if not self.net.discrete:  # in env units where the actions are rescaled
+            std = self.net.log_std.detach().exp().cpu().numpy()
+            logs["action_std"] = float((std if self.action_map is None else std * self.action_map.gain).mean())
         return logs
 
     def _ppo_outer_step(self, pre: Rollouts, post: Rollouts, parameters: list[nn.Parameter]) -> dict[str, float]:
