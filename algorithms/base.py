@@ -157,6 +157,10 @@ class MetaLearner(Protocol):
     """
 
     exploration_episodes: int | None
+    #: False: ``train_iteration`` gets the harness's meta-batch (``tasks_per_iteration`` training tasks drawn
+    #: by the harness). True: it gets every training task each iteration and draws its own (PEARL as oyster
+    #: released it: initial data on every training task, then its own task draws).
+    samples_own_tasks: bool
 
     def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
         """A fresh policy drawing its randomness from ``generator``; ``None`` means the learner's own

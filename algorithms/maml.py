@@ -735,6 +735,7 @@ class MAML:
         self.config = config
         self.device = devices.resolve(device)
         self.exploration_episodes: int | None = config.exploration_episodes
+        self.samples_own_tasks = False
         scale = config.action_normalization_scale
         self.action_map = None if scale is None else ActionNormalization.of(env.action_space, scale)
         obs_dim = int(np.prod(env.observation_space.shape))

@@ -11,14 +11,22 @@ Variables"), following the authors' code (oyster, github.com/katerakelly/oyster)
 * **Data.** Per task, an RL replay buffer with everything collected on the task, and an encoder buffer
   with only the data collected with ``z`` from the prior or the posterior (not the "extra RL" posterior
   data), cleared before each collection on the task as in oyster, so the context is recent.
-* **Collection, through the harness sampler** (which counts env steps): the first time a task is
-  collected on, ``initial_env_steps`` with ``z`` from the prior; then per iteration on ``collect_tasks`` of
-  the given tasks ``prior_env_steps`` (prior ``z``), ``posterior_env_steps`` (posterior ``z``) and
-  ``extra_rl_env_steps`` (posterior ``z``, RL buffer only), each rounded up to whole episodes.
-* **Acting.** ``z`` is redrawn at every episode start: from the prior while a trial has no context yet,
-  then from the posterior of the context gathered so far in the trial (posterior sampling). ``adapt``
-  infers the posterior from the exploration episodes and returns a policy that keeps sampling from it.
-  As in oyster, ``z`` is sampled even when actions are deterministic.
+* **Collection, through the harness sampler** (which counts env steps), as oyster's ``train()``: every
+  task the learner is given is collected on ``initial_env_steps`` with ``z`` from the prior the first
+  time it is seen (oyster: every training task at iteration 0: with ``sample_own_tasks`` the learner asks the
+  harness for the whole training split every iteration); then per iteration on ``collect_tasks``
+  tasks drawn from those given (with replacement, as oyster's ``np.random.randint``; a task drawn twice is
+  collected twice, one after the other) ``prior_env_steps`` (prior ``z``), ``posterior_env_steps`` and
+  ``extra_rl_env_steps`` (RL buffer only), each rounded up to whole episodes. Like oyster's
+  ``collect_data``, which clears ``z`` first, the posterior and extra-RL collections draw the first
+  episode's ``z`` from the prior and later ones from the posterior of a fresh encoder-buffer context.
+  Gradient steps draw their meta-batches from every task with data.
+* **Acting, as oyster's evaluation** (``collect_paths``): the exploration policy draws ``z`` from the prior
+  at every episode start (oyster infers the posterior only once ``num_exp_traj_eval`` exploration episodes
+  are done); ``adapt`` infers the posterior from all the exploration episodes and returns a policy that
+  samples from it, redrawing at every later episode start from the posterior of everything gathered so
+  far. As in oyster, ``z`` is sampled even when actions are deterministic. Evaluation policies draw all
+  their noise from the generator the harness gives (issue 18).
 
 Transitions from a ``TrialBatch``: ``s'`` is the next step's observation within an episode. The
 sampler does not keep the observation after an episode's last step, so a terminal last step is stored
@@ -46,6 +54,7 @@ from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, chec
 POSTERIOR_CONTEXTS = ("buffer", "trial")
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds
 MIN_FACTOR_VARIANCE = 1e-7  # oyster's clamp in _product_of_gaussians
+INITIAL_CHUNK = 50  # tasks per sampler call for the initial data: bounds the environments and the batch's memory
 
 
 @dataclass(frozen=True)
@@ -79,9 +88,19 @@ class Config:
     batch_transitions: int = field(default=256, metadata={"doc": "RL transitions per task per gradient step"})
     context_transitions: int = field(default=64, metadata={"doc": "context transitions per task per gradient step"})
     gradient_steps: int = field(default=2000, metadata={"doc": "gradient steps per iteration"})
-    collect_tasks: int = field(default=5, metadata={"doc": "tasks collected on per iteration (of those given)"})
+    collect_tasks: int = field(
+        default=5, metadata={"doc": "tasks collected on per iteration, drawn from those given (num_tasks_sample)"}
+    )
+    collect_with_replacement: bool = field(
+        default=True, metadata={"doc": "draw the collect_tasks with replacement (oyster) or without"}
+    )
+    sample_own_tasks: bool = field(
+        default=True, metadata={"doc": "take every training task from the harness each iteration and draw the tasks "
+                                       "to collect on from them, initial data on all at once (oyster); False: "
+                                       "the harness's meta-batch, initial data on each task when it first comes"}
+    )
     initial_env_steps: int = field(
-        default=2000, metadata={"doc": "env steps with prior z the first time a task is collected on"}
+        default=2000, metadata={"doc": "env steps with prior z on every task the first time it is given"}
     )
     prior_env_steps: int = field(default=400, metadata={"doc": "env steps per collected task with prior z"})
     posterior_env_steps: int = field(default=0, metadata={"doc": "env steps per collected task with posterior z"})
@@ -90,9 +109,9 @@ class Config:
     )
     posterior_context: str = field(
         default="buffer",
-        metadata={"doc": "where training collection's posterior comes from: 'buffer' (oyster: a context batch of "
-                         "the task's encoder buffer, redrawn per episode) or 'trial' (as at test time: prior in "
-                         "the first episode, then the trial's own context)"},
+        metadata={"doc": "where training collection's posterior comes from, after a first episode with prior z: "
+                         "'buffer' (oyster: a context batch of the task's encoder buffer, redrawn per episode) or "
+                         "'trial' (the trial's own context so far)"},
     )
     clear_encoder_buffer: bool = field(
         default=True, metadata={"doc": "empty a task's encoder buffer before each collection on it (oyster)"}
@@ -356,7 +375,8 @@ class PEARLPolicy:
 
     ``mode``: ``"prior"`` draws from ``N(0, I)``; ``"trial"`` from the posterior of ``initial`` (the
     exploration context after ``adapt``) plus the context gathered in this trial so far, or the prior
-    while both are empty; ``"buffer"`` from ``posterior(rows)`` (training collection, oyster).
+    while both are empty; ``"buffer"`` from the prior in a trial's first episode, then from
+    ``posterior(rows)`` (training collection: oyster's ``collect_data`` clears ``z`` before it starts).
     The context is kept as summed natural parameters ``Σ 1/σ_n²`` and ``Σ μ_n/σ_n²`` per environment;
     new transitions are encoded in one batch when a posterior is needed.
     """
@@ -398,17 +418,19 @@ class PEARLPolicy:
         self.weighted += (mean * precision).sum(0)
         self.pending = []
 
-    def _draw_z(self, rows: np.ndarray) -> None:
+    def _draw_z(self, rows: np.ndarray, first_episode: np.ndarray) -> None:
+        """Redraw ``z`` of ``rows``; ``first_episode`` (``[len(rows)]`` bool) marks rows starting a trial."""
+        mean, variance = torch.zeros(len(rows), self.latent_size), torch.ones(len(rows), self.latent_size)
         if self.mode == "buffer" and self.posterior is not None:
-            mean, variance = self.posterior(rows)
-        else:
-            mean, variance = torch.zeros(len(rows), self.latent_size), torch.ones(len(rows), self.latent_size)
-            if self.mode == "trial":
-                self._flush()
-                precision = self.precision[rows]
-                seen = (precision > 0).all(-1)  # the prior until a row has context
-                variance[seen] = 1.0 / precision[seen]
-                mean[seen] = variance[seen] * self.weighted[rows][seen]
+            later = torch.from_numpy(~np.asarray(first_episode, bool))
+            if later.any():
+                mean[later], variance[later] = self.posterior(rows[later.numpy()])
+        elif self.mode == "trial":
+            self._flush()
+            precision = self.precision[rows]
+            seen = (precision > 0).all(-1)  # the prior until a row has context
+            variance[seen] = 1.0 / precision[seen]
+            mean[seen] = variance[seen] * self.weighted[rows][seen]
         self.z[rows] = mean + variance.sqrt() * torch.randn(mean.shape, generator=self.generator)  # type: ignore[index]
 
     @torch.inference_mode()
@@ -427,7 +449,7 @@ class PEARLPolicy:
                                  torch.from_numpy(usable).float()))
         draw = np.flatnonzero(start | ~self.started)
         if len(draw):
-            self._draw_z(draw)
+            self._draw_z(draw, ~self.started[draw])
         self.started[:] = True
         # A copy: ``obs`` is the sampler's array, overwritten in place with the next observations, so a
         # view would pair each action and reward with the observation after it.
@@ -454,8 +476,11 @@ _LOCOMOTION: dict[str, Any] = {
 
 #: Sources: oyster ``configs/default.py`` with ``configs/cheetah-vel.json``, ``cheetah-dir.json`` and
 #: ``ant-dir.json`` (DESIGN.md §9), and garage's ``examples/torch/pearl_metaworld_ml1_push.py`` (ML1/ML10/
-#: ML45 use the same values). oyster explores with 2 episodes (``num_exp_traj_eval``) in 3-episode
-#: evaluations; the harness's locomotion trials have 2 episodes, so the presets keep 1.
+#: ML45 use the same values). oyster's evaluation (cheetah-vel/-dir and ant-dir.json: num_exp_traj_eval 2,
+#: num_steps_per_eval 600 = 3 episodes of 200, eval_deterministic True by default) explores 2 episodes and
+#: scores the 3rd, deterministically: a suite sets that as PEARL's evaluation (episodes_per_trial 3,
+#: exploration_episodes 2, deterministic). The presets keep exploration_episodes 1, which fits any trial of
+#: 2 or more episodes.
 PRESETS: dict[str, dict[str, Any]] = {
     "halfcheetah_vel": dict(_LOCOMOTION),
     # cheetah-dir.json: meta-batch 4 (two tasks), 1000 + 1000 steps per collection, context 256.
@@ -476,8 +501,11 @@ PRESETS: dict[str, dict[str, Any]] = {
               "encoder_hidden_layers": 2, "reward_scale": 10.0, "discount": 0.9, "target_tau": 0.01,
               "policy_lr": 1e-3, "q_lr": 3e-3, "v_lr": 3e-3, "encoder_lr": 3e-3, "auto_entropy": True,
               "meta_batch_tasks": 8, "batch_transitions": 32, "context_transitions": 20, "gradient_steps": 100,
-              "collect_tasks": 5, "initial_env_steps": 40, "prior_env_steps": 20, "posterior_env_steps": 0,
-              "extra_rl_env_steps": 20},
+              "collect_tasks": 5, "collect_with_replacement": False, "initial_env_steps": 40, "prior_env_steps": 20,
+              "posterior_env_steps": 0, "extra_rl_env_steps": 40,  # extra RL: a prior-z episode, a posterior one
+              # The harness's meta-batches: initial data for every task of a 500-task split at once would take
+              # all of a 20k-step CI budget.
+              "sample_own_tasks": False},
 }
 
 
@@ -498,6 +526,10 @@ class PEARL:
             raise ValueError(f"PEARL needs finite action bounds to squash into; got {space}")
         self.env, self.config, self.device = env, config, devices.resolve(device)
         self.exploration_episodes: int | None = config.exploration_episodes
+        # oyster's train() draws its own tasks from every training task (initial data on all of them, then
+        # num_tasks_sample per iteration, meta-batches from all): the harness then gives train_iteration the
+        # whole training split instead of a meta-batch.
+        self.samples_own_tasks: bool = config.sample_own_tasks
         self.obs_dim, self.action_dim = int(np.prod(env.observation_space.shape)), int(np.prod(space.shape))
         self.context_dim = self.obs_dim * (2 if config.use_next_obs_in_context else 1) + self.action_dim + 1
         self.row_width = 2 * self.obs_dim + self.action_dim + 2
@@ -506,7 +538,7 @@ class PEARL:
         seeds = np.random.SeedSequence(seed).generate_state(4, np.uint64) >> np.uint64(1)
         self.rng = np.random.Generator(np.random.PCG64(int(seeds[0])))  # tasks and buffer indices
         self.generator = torch.Generator().manual_seed(int(seeds[1]))  # z, action and reparameterisation noise
-        self.policy_seed = int(seeds[2])  # evaluation policies' noise: a function of (seed, iterations)
+        self.policy_seed = int(seeds[2])  # adapt's noise for a policy that brings no generator of its own
         with torch.random.fork_rng(devices=[]):  # initialisation, without touching the global generator
             torch.manual_seed(int(seeds[3]))
             self.nets = PEARLNets(self.obs_dim, self.action_dim, self.context_dim, config)
@@ -537,13 +569,17 @@ class PEARL:
         return PEARLPolicy(self.acting_nets, generator, self.low, self.high, self.config.use_next_obs_in_context, mode,
                            initial, posterior)
 
-    def exploration_policy(self) -> Policy:
-        """Posterior sampling within a trial, with noise seeded by (seed, iterations): the learner is not touched."""
-        return self._policy(torch.Generator().manual_seed(self.policy_seed + self.iterations))
+    def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
+        """oyster's exploration episodes: ``z`` from the prior at every episode start (``collect_paths`` infers
+        the posterior only after ``num_exp_traj_eval`` episodes). Noise from ``generator``, or from the
+        training generator when ``None``."""
+        return self._policy(self.generator if generator is None else generator, "prior")
 
     @torch.inference_mode()
     def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
-        """A policy drawing ``z`` from the posterior of the exploration episodes' transitions."""
+        """A policy drawing ``z`` from the posterior of all the exploration episodes' transitions, then of
+        everything gathered since. Its noise continues ``policy``'s generator from where it stands (a copy:
+        ``policy`` is not advanced)."""
         rows, _, mask = trial_transitions(exploration, self.low, self.high, self.config.use_next_obs_in_context)
         mean, variance = self.acting_nets.encoder(rows[..., : self.context_dim])
         precision = mask.float().unsqueeze(-1) / variance.clamp_min(MIN_FACTOR_VARIANCE)  # [N, T, latent]
@@ -593,15 +629,42 @@ class PEARL:
     # --- training ------------------------------------------------------------------------------
 
     def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
+        """One iteration of oyster's ``train()`` on ``tasks`` (the harness gives the whole training split)."""
         cfg = self.config
         logs: dict[str, float] = {}
-        picked = self.rng.choice(len(tasks), min(cfg.collect_tasks, len(tasks)), replace=False)
-        collect = [tasks[i] for i in picked]
-        new = [t for t in collect if t.task_id not in self.initialised]
-        if new and cfg.initial_env_steps:
-            logs["initial_return"] = self._collect(sampler, new, cfg.initial_env_steps,
-                                                   self._policy(self.generator, "prior"), encoder=True)
+        new = list({t.task_id: t for t in tasks if t.task_id not in self.initialised}.values())
+        if new and cfg.initial_env_steps:  # oyster, iteration 0: on every training task
+            chunks = [new[i: i + INITIAL_CHUNK] for i in range(0, len(new), INITIAL_CHUNK)]
+            returns = [self._collect(sampler, chunk, cfg.initial_env_steps, self._policy(self.generator, "prior"),
+                                     encoder=True) for chunk in chunks]
+            logs["initial_return"] = float(np.average(returns, weights=[len(chunk) for chunk in chunks]))
         self.initialised.update(t.task_id for t in new)
+        if cfg.collect_with_replacement:  # oyster: np.random.randint(len(train_tasks)) per task
+            picked = self.rng.integers(0, len(tasks), cfg.collect_tasks)
+        else:
+            picked = self.rng.choice(len(tasks), min(cfg.collect_tasks, len(tasks)), replace=False)
+        # A task drawn twice is collected on twice, one after the other (oyster's loop): rounds of distinct tasks.
+        rounds: list[list[Task]] = []
+        seen: dict[int, int] = {}
+        for i in picked.tolist():
+            seen[i] = seen.get(i, -1) + 1
+            if seen[i] == len(rounds):
+                rounds.append([])
+            rounds[seen[i]].append(tasks[i])
+        sums: dict[str, list[float]] = {}
+        for collect in rounds:
+            for key, value in self._collect_round(sampler, collect).items():
+                sums.setdefault(key, []).extend([value] * len(collect))
+        logs.update({key: float(np.mean(values)) for key, values in sums.items()})
+        logs.update(self._train(cfg.gradient_steps))
+        self.iterations += 1
+        logs["tasks_with_data"] = float(len(self.rl_buffers))
+        return logs
+
+    def _collect_round(self, sampler: Sampler, collect: list[Task]) -> dict[str, float]:
+        """oyster's per-task collection on distinct ``collect`` tasks: clear the encoder buffer, then prior,
+        posterior and extra-RL data; mean episode returns of each."""
+        cfg, logs = self.config, {}
         if cfg.clear_encoder_buffer:
             for task in collect:
                 if task.task_id in self.encoder_buffers:
@@ -609,17 +672,18 @@ class PEARL:
         if cfg.prior_env_steps:
             logs["prior_return"] = self._collect(sampler, collect, cfg.prior_env_steps,
                                                  self._policy(self.generator, "prior"), encoder=True)
-        posterior_policy = (lambda: self._policy(self.generator, "buffer", posterior=self._buffer_posterior(collect))) \
-            if cfg.posterior_context == "buffer" else (lambda: self._policy(self.generator, "trial"))
+
+        def posterior_policy() -> PEARLPolicy:  # the prior in the first episode (oyster clears z first)
+            if cfg.posterior_context == "buffer":
+                return self._policy(self.generator, "buffer", posterior=self._buffer_posterior(collect))
+            return self._policy(self.generator, "trial")
+
         if cfg.posterior_env_steps:
             logs["posterior_return"] = self._collect(sampler, collect, cfg.posterior_env_steps, posterior_policy(),
                                                      encoder=True)
         if cfg.extra_rl_env_steps:
             logs["extra_rl_return"] = self._collect(sampler, collect, cfg.extra_rl_env_steps, posterior_policy(),
                                                     encoder=False)
-        logs.update(self._train(cfg.gradient_steps))
-        self.iterations += 1
-        logs["tasks_with_data"] = float(len(self.rl_buffers))
         return logs
 
     def _train(self, steps: int) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""PPO pieces shared by the on-policy learners: trial-aware GAE, the clipped loss, and the update.
+"""PPO pieces shared by the on-policy learners: trial-aware GAE, rllab's linear feature baseline, the
+clipped loss, and the update (with gradient clipping that can keep the value's gradient off the policy's).
 
 Losses are pure functions returning named terms (torchrl style): the update sums the ``loss_*``
 terms and logs the rest.
@@ -6,6 +7,7 @@ terms and logs the rest.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -48,6 +50,45 @@ def trial_cuts(valid: np.ndarray) -> np.ndarray:
     return cut
 
 
+def episode_cuts(valid: np.ndarray, episode_end: np.ndarray) -> np.ndarray:
+    """``[N, T]`` bool cuts for episode-level GAE: every episode end and all padding (ProMP's RL² and MAML)."""
+    return episode_end | ~valid
+
+
+def steps_since_start(start: np.ndarray) -> np.ndarray:
+    """``[N, T]`` int64: each step's index since the last True of ``start`` (``[N, T]`` bool) in its row."""
+    index = np.arange(start.shape[1])
+    last_start = np.maximum.accumulate(np.where(start, index, 0), axis=1)
+    return index - last_start
+
+
+def linear_feature_values(inputs: Tensor, step: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
+    """rllab's ``LinearFeatureBaseline`` fitted to each row (task) on its own and evaluated on it: ``[N, T]``.
+
+    Features ``[x, x², t, t², t³, 1]`` with ``x`` clipped to ±10 and ``t = step / 100``; ridge least
+    squares ``(XᵀX + reg·I) w = Xᵀy`` over the row's valid steps in float64, the ridge growing tenfold (up
+    to 5 times) while the solution is not finite (ProMP ``maml_zoo/baselines/linear_baseline.py``).
+
+    Args:
+        inputs: ``[N, T, F]`` what the baseline sees (ProMP's RL²: the augmented observation).
+        step: ``[N, T]`` time index (within the episode, or the trial).
+        returns: ``[N, T]`` targets (discounted returns).
+        mask: ``[N, T]``, 1 on valid steps; padding gets 0.
+    """
+    x = inputs.double().clamp(-10.0, 10.0)
+    t = (step.double() / 100.0).unsqueeze(-1)
+    features = torch.cat([x, x**2, t, t**2, t**3, torch.ones_like(t)], dim=-1) * mask.double().unsqueeze(-1)
+    gram = features.transpose(1, 2) @ features
+    rhs = (features.transpose(1, 2) @ returns.double().unsqueeze(-1)).squeeze(-1)
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=gram.device)
+    for _ in range(5):
+        weights, info = torch.linalg.solve_ex(gram + reg * eye, rhs)
+        if not info.any() and torch.isfinite(weights).all():
+            break
+        reg *= 10.0
+    return (features @ weights.unsqueeze(-1)).squeeze(-1).to(returns.dtype)
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
@@ -85,9 +126,16 @@ def ppo_loss(
     }
 
 
-def normalise_advantages(advantages: Tensor, mask: Tensor) -> Tensor:
-    mean = masked_mean(advantages, mask)
-    std = masked_mean((advantages - mean) ** 2, mask).sqrt()
+def normalise_advantages(advantages: Tensor, mask: Tensor, per_row: bool = False) -> Tensor:
+    """Zero mean and unit (population) std over the valid entries: of the whole tensor, or of each row
+    ``[N, T]`` on its own (``per_row``: one task's trial, as ProMP's sample processors)."""
+    if not per_row:
+        mean = masked_mean(advantages, mask)
+        std = masked_mean((advantages - mean) ** 2, mask).sqrt()
+        return (advantages - mean) / (std + 1e-8)
+    count = mask.sum(1, keepdim=True).clamp_min(1.0)
+    mean = (advantages * mask).sum(1, keepdim=True) / count
+    std = (((advantages - mean) ** 2 * mask).sum(1, keepdim=True) / count).sqrt()
     return (advantages - mean) / (std + 1e-8)
 
 
@@ -97,6 +145,24 @@ def minibatches(count: int, num_minibatches: int, generator: torch.Generator) ->
     yield from torch.tensor_split(order, min(num_minibatches, count))
 
 
+def clip_gradients_(grads: list[Tensor], max_norm: float | None) -> Tensor:
+    """Scale ``grads`` in place to a global norm of at most ``max_norm`` (``None``: leave them); returns the
+    norm before scaling. The same factor as ``torch.nn.utils.clip_grad_norm_``: ``max_norm / (norm + 1e-6)``."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads \
+        else torch.tensor(0.0)
+    if max_norm is not None and not math.isinf(max_norm):
+        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale)
+    return norm
+
+
+def _gradients(loss: Tensor, parameters: list[torch.nn.Parameter], retain_graph: bool) -> list[Tensor]:
+    """``∂loss/∂p`` for every parameter, zeros where ``loss`` does not reach it."""
+    found = torch.autograd.grad(loss, parameters, retain_graph=retain_graph, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(found, parameters, strict=True)]
+
+
 def ppo_update(
     loss_fn: Callable[[Tensor], dict[str, Tensor]],
     count: int,
@@ -104,17 +170,26 @@ def ppo_update(
     parameters: list[torch.nn.Parameter],
     epochs: int,
     num_minibatches: int,
-    max_grad_norm: float,
+    max_grad_norm: float | None,
     generator: torch.Generator,
     target_kl: float | None = None,
+    clip_value_separately: bool = False,
 ) -> dict[str, float]:
     """Epochs × minibatches of gradient steps on ``loss_fn(indices)``.
+
+    Gradients are clipped to a global norm of ``max_grad_norm`` (``None``: not clipped, as garage's and
+    ProMP's RL²). With ``clip_value_separately``, the gradient of ``loss_value`` and that of the other
+    ``loss_*`` terms are clipped each on its own and then summed, so a large value gradient (returns of
+    hundreds) cannot shrink the policy's step: one clip over both would scale the policy gradient by
+    ``max_grad_norm / ‖g_policy + g_value‖`` (issue 14, item 7). Where the value function has parameters of
+    its own, that is clipping the policy's and the value's parameters separately.
 
     With ``target_kl``, the remaining epochs are skipped once an epoch's mean ``approx_kl`` exceeds it
     (early stopping as in OpenAI Spinning Up and cleanrl's ``target_kl``).
 
     Returns:
-        The mean of every term over the last epoch run, its ``grad_norm`` and ``epochs`` run.
+        The mean of every term over the last epoch run, ``grad_norm`` (before clipping; with
+        ``clip_value_separately`` also ``grad_norm_policy`` and ``grad_norm_value``) and ``epochs`` run.
     """
     logs: dict[str, list[float]] = {}
     epochs_run = 0
@@ -122,10 +197,24 @@ def ppo_update(
         logs = {}
         for index in minibatches(count, num_minibatches, generator):
             terms = loss_fn(index)
-            loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[union-attr]
-            grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+            if clip_value_separately and "loss_value" in terms:
+                policy_loss = sum(v for k, v in terms.items() if k.startswith("loss_") and k != "loss_value")
+                policy_grads = _gradients(policy_loss, parameters, retain_graph=True)  # type: ignore[arg-type]
+                value_grads = _gradients(terms["loss_value"], parameters, retain_graph=False)
+                with torch.no_grad():
+                    grad_norm = clip_gradients_([p + v for p, v in zip(policy_grads, value_grads, strict=True)],
+                                                None)
+                    logs.setdefault("grad_norm_policy", []).append(float(clip_gradients_(policy_grads, max_grad_norm)))
+                    logs.setdefault("grad_norm_value", []).append(float(clip_gradients_(value_grads, max_grad_norm)))
+                for p, g_policy, g_value in zip(parameters, policy_grads, value_grads, strict=True):
+                    p.grad = g_policy + g_value
+            else:
+                loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
+                loss.backward()  # type: ignore[union-attr]
+                grads = [p.grad for p in parameters if p.grad is not None]
+                with torch.no_grad():
+                    grad_norm = clip_gradients_(grads, max_grad_norm)
             optimiser.step()
             for key, value in terms.items():
                 logs.setdefault(key, []).append(float(value.detach()))

@@ -753,6 +753,7 @@ class TrMRL:
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     exploration_episodes: int | None = None
+    samples_own_tasks = False
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         self.env = env

@@ -249,8 +249,10 @@ def run_learner(
         while train_sampler.env_steps < budget:
             if stop:  # everything up to the last iteration is committed: stopping here loses nothing
                 raise RunInterrupted(f"{stop[0]} received; checkpointed at {train_sampler.env_steps} env steps")
+            # drawn either way, so that the meta-batch stream does not depend on the learner
             indices = meta_batch_rng.choice(len(train_tasks), family.spec.tasks_per_iteration, replace=False)
-            logs = learner.train_iteration(train_sampler, [train_tasks[i] for i in indices])
+            tasks = train_tasks if learner.samples_own_tasks else [train_tasks[i] for i in indices]
+            logs = learner.train_iteration(train_sampler, tasks)
             counters["iteration"] += 1
             counters["wall_s"] = time.monotonic() - started
             pending.extend(stamp([{"split": "training", "task_id": "", "episode_index": -1, "metric": name,

@@ -37,10 +37,11 @@ from harness.spec import parse_suite
 from harness.store import load_results
 from harness.tasks import family_class, make_split
 
+# Without replacement, every given task is collected on once per iteration: the env-step arithmetic below.
 TINY = {"latent_size": 3, "hidden_size": 16, "hidden_layers": 2, "encoder_hidden_size": 16,
         "encoder_hidden_layers": 1, "meta_batch_tasks": 3, "batch_transitions": 8, "context_transitions": 6,
-        "gradient_steps": 4, "collect_tasks": 3, "initial_env_steps": 40, "prior_env_steps": 20,
-        "posterior_env_steps": 20, "extra_rl_env_steps": 20}
+        "gradient_steps": 4, "collect_tasks": 3, "collect_with_replacement": False, "initial_env_steps": 40,
+        "prior_env_steps": 20, "posterior_env_steps": 20, "extra_rl_env_steps": 20}
 
 
 def point_nav(train: int = 6, test: int = 4) -> tuple[Any, dict[str, list[Task]]]:
@@ -256,54 +257,85 @@ def _posterior(learner: PEARL, batch: TrialBatch, steps: slice) -> tuple[torch.T
         return product_of_gaussians(means, variances, mask[:, steps].float())
 
 
-def test_exploration_draws_z_from_the_prior_then_from_the_trial_posterior_and_adapt_does_not_mutate() -> None:
+def _learner_state(learner: PEARL) -> dict[str, Any]:
+    state = learner.state_dict()
+    return {"nets": {k: v.clone() for k, v in state["nets"].items()}, "generator": state["generator"].clone(),
+            "rng": state["rng"], "iterations": state["iterations"], "gradient_steps": state["gradient_steps"],
+            "buffers": {k: b.size for k, b in learner.rl_buffers.items()}}
+
+
+def _assert_same_state(a: dict[str, Any], b: dict[str, Any]) -> None:
+    assert a["rng"] == b["rng"] and a["iterations"] == b["iterations"] and a["buffers"] == b["buffers"]
+    assert a["gradient_steps"] == b["gradient_steps"] and torch.equal(a["generator"], b["generator"])
+    for key, value in a["nets"].items():
+        assert torch.equal(value, b["nets"][key]), key
+
+
+def test_evaluation_explores_with_the_prior_then_adapts_on_every_exploration_episode_as_oyster() -> None:
+    """oyster's collect_paths with num_exp_traj_eval 2: z from the prior in both exploration episodes (no
+    posterior in between), then z from the posterior of both; the noise comes from the evaluation's own
+    generator, handed on to the adapted policy, and the learner is left untouched (issue 18)."""
     family, split = point_nav()
     learner, sampler = learner_for(family)
     learner.train_iteration(sampler, split["train"][:3])  # an encoder that is not at its initialisation
-    tasks, horizon = split["test"], family.max_episode_steps
-    state_before = learner.state_dict()
+    tasks, horizon, latent = split["test"], family.max_episode_steps, learner.config.latent_size
+    before = _learner_state(learner)
 
-    policy = learner.exploration_policy()
+    policy = learner.exploration_policy(torch.Generator().manual_seed(11))
     assert isinstance(policy, PEARLPolicy)
-    draws = torch.Generator()
-    draws.set_state(policy.generator.get_state())
+    draws = torch.Generator().manual_seed(11)
     recording = RecordingPolicy(policy)
     # Deterministic actions draw no action noise, so the generator's draws are exactly the z draws.
-    batch = sampler.collect(recording, tasks, 2, deterministic=True)
+    explore = sampler.collect(recording, tasks, 2, deterministic=True)
     zs = torch.stack(recording.zs)  # [2 * horizon, N, latent]
     assert torch.equal(zs[:horizon], zs[:1].expand(horizon, -1, -1))  # one z per episode
-    first = torch.randn((len(tasks), learner.config.latent_size), generator=draws)
-    assert torch.equal(zs[0], first)  # episode 1: z ~ N(0, I)
-    mean, variance = _posterior(learner, batch, slice(0, horizon))
-    second = torch.randn((len(tasks), learner.config.latent_size), generator=draws)
-    assert torch.allclose(zs[horizon], mean + variance.sqrt() * second, atol=1e-5)  # episode 2: the posterior
-    assert (variance < 1.0).all()
+    assert torch.equal(zs[0], torch.randn((len(tasks), latent), generator=draws))  # episode 1: z ~ N(0, I)
+    assert torch.equal(zs[horizon], torch.randn((len(tasks), latent), generator=draws))  # episode 2: the prior again
 
-    # adapt: the posterior of the exploration episode, sampled with the exploration policy's stream.
-    explore = RecordingPolicy(learner.exploration_policy())
-    explore_batch = sampler.collect(explore, tasks, 1, deterministic=True)
-    adapted = learner.adapt(explore.policy, explore_batch)
+    explored = policy.generator.get_state()
+    adapted = learner.adapt(policy, explore)
     assert isinstance(adapted, PEARLPolicy)
-    draws.set_state(explore.policy.generator.get_state())
     recording = RecordingPolicy(adapted)
     sampler.collect(recording, tasks, 1, deterministic=True)
-    mean, variance = _posterior(learner, explore_batch, slice(0, horizon))
-    expected = mean + variance.sqrt() * torch.randn(mean.shape, generator=draws)
+    mean, variance = _posterior(learner, explore, slice(0, 2 * horizon))  # both exploration episodes
+    assert (variance < 1.0).all()
+    expected = mean + variance.sqrt() * torch.randn(mean.shape, generator=draws)  # the stream continues
     assert torch.allclose(recording.zs[0], expected, atol=1e-5)
+    assert torch.equal(policy.generator.get_state(), explored)  # adapt copied its generator, not advanced it
 
-    state_after = learner.state_dict()
-    assert state_after["rng"] == state_before["rng"] and state_after["iterations"] == state_before["iterations"]
-    assert torch.equal(state_after["generator"], state_before["generator"])
-    for key, value in state_before["nets"].items():
-        assert torch.equal(value, state_after["nets"][key])
-    assert state_after["rl_buffers"].keys() == state_before["rl_buffers"].keys()
+    _assert_same_state(_learner_state(learner), before)
+    # the same evaluation generator gives the same evaluation, whatever the training generator's state
+    learner.generator.manual_seed(5)
+    again = RecordingPolicy(learner.exploration_policy(torch.Generator().manual_seed(11)))
+    sampler.collect(again, tasks, 1, deterministic=True)
+    assert torch.equal(again.zs[0], zs[0])
+
+
+def test_evaluating_between_iterations_does_not_change_training() -> None:
+    """Issue 18: evaluating (stochastic actions, adapt) between two iterations leaves the second unchanged."""
+    family, split = point_nav()
+    tasks = split["train"][:3]
+    runs = []
+    for evaluate in (False, True):
+        learner, sampler = learner_for(family)
+        learner.train_iteration(sampler, tasks)
+        if evaluate:
+            eval_sampler = Sampler(family, seeding.generator(0, "pearl-eval"))
+            policy = learner.exploration_policy(torch.Generator().manual_seed(3))
+            explore = eval_sampler.collect(policy, split["test"], 1)
+            eval_sampler.collect(learner.adapt(policy, explore), split["test"], 1)
+        logs = learner.train_iteration(sampler, tasks)
+        runs.append((logs, _learner_state(learner)))
+    assert runs[0][0] == runs[1][0]
+    _assert_same_state(runs[0][1], runs[1][1])
 
 
 def test_the_trial_context_pairs_each_action_with_the_observation_it_was_taken_in() -> None:
     """The sampler overwrites its observation array in place every step; the context must hold copies."""
     family, _ = point_nav()
     learner, _ = learner_for(family)
-    policy = learner.exploration_policy()
+    # a policy that gathers the trial's context (as adapt's): the exploration policy draws from the prior only
+    policy = PEARLPolicy(learner.nets, torch.Generator().manual_seed(0), learner.low, learner.high, False, "trial")
     obs = np.array([[0.1, 0.2], [0.3, 0.4]], np.float32)
     first = obs.copy()
     zeros, start = np.zeros((2, 2), np.float32), np.ones(2, bool)
@@ -335,6 +367,70 @@ def test_training_collection_uses_prior_and_posterior_data_as_oyster() -> None:
     assert all(learner.encoder_buffers[t.task_id].size == 20 for t in tasks)
 
 
+def test_every_given_task_has_data_after_the_first_iteration() -> None:
+    """Issue 14, item 8: oyster's train() collects the initial data on every training task at iteration 0
+    (and draws meta-batches from all of them), not only on the tasks it happens to collect on."""
+    family, split = point_nav(train=6)
+    tasks = split["train"]  # the harness gives a learner that samples its own tasks the whole training split
+    learner, sampler = learner_for(family)  # collect_tasks 3 of the 6
+    assert learner.samples_own_tasks
+    logs = learner.train_iteration(sampler, tasks)
+    assert logs["tasks_with_data"] == 6.0
+    for task in tasks:
+        assert learner.rl_buffers[task.task_id].size >= 2 * 19  # the two initial episodes at least
+        assert learner.encoder_buffers[task.task_id].size > 0
+    assert sampler.env_steps == 6 * 40 + 3 * (20 + 20 + 20)
+    learner.train_iteration(sampler, tasks)
+    assert sampler.env_steps == 6 * 40 + 2 * 3 * 60  # initial data once only
+
+
+def test_a_task_drawn_twice_is_collected_on_twice_one_collection_after_the_other() -> None:
+    """oyster draws num_tasks_sample tasks with replacement and runs collect_data per draw: a repeated task is
+    collected twice, and its encoder buffer (cleared before each) holds the last collection only."""
+    family, split = point_nav()
+    tasks = split["train"][:2]
+    learner, sampler = learner_for(family, collect_tasks=5, collect_with_replacement=True)
+    learner.rng = np.random.Generator(np.random.PCG64(0))
+    picks = np.random.Generator(np.random.PCG64(0)).integers(0, 2, 5)  # the draws the learner will make
+    assert 0 < picks.sum() < 5  # both tasks drawn, at least one of them twice
+    learner.train_iteration(sampler, tasks)
+    assert sampler.env_steps == 2 * 40 + 5 * (20 + 20 + 20)
+    for i, task in enumerate(tasks):
+        assert learner.encoder_buffers[task.task_id].size == 20 + 20  # prior + posterior of one collection
+        assert learner.rl_buffers[task.task_id].size == 19 * (2 + 3 * int((picks == i).sum()))
+
+
+def test_the_first_posterior_and_extra_rl_episode_draws_z_from_the_prior() -> None:
+    """Issue 14, item 8: oyster's collect_data clears z before collecting, so the first episode of a
+    posterior or extra-RL collection runs with z from the prior; later ones from the buffer posterior."""
+    family, split = point_nav()
+    tasks = split["train"][:3]
+    learner, sampler = learner_for(family, posterior_env_steps=0, extra_rl_env_steps=40)
+    far = 100.0  # a buffer posterior far from the prior: N(100, 1e-6)
+
+    def posterior(rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full((len(rows), 3), far), torch.full((len(rows), 3), 1e-6)
+
+    learner._buffer_posterior = lambda collect: posterior  # type: ignore[method-assign]
+    recorded: list[torch.Tensor] = []
+    collect = learner._collect
+
+    def recording_collect(sampler: Sampler, tasks: Any, env_steps: int, policy: PEARLPolicy, encoder: bool) -> float:
+        if policy.mode == "buffer":
+            wrapped = RecordingPolicy(policy)
+            out = collect(sampler, tasks, env_steps, wrapped, encoder)  # type: ignore[arg-type]
+            recorded.append(torch.stack(wrapped.zs))
+            return out
+        return collect(sampler, tasks, env_steps, policy, encoder)
+
+    learner._collect = recording_collect  # type: ignore[method-assign]
+    learner.train_iteration(sampler, tasks)
+    (zs,) = recorded  # the extra-RL collection: 2 episodes of 20 steps, [40, tasks, latent]
+    horizon = family.max_episode_steps
+    assert zs[:horizon].abs().max() < 6.0  # episode 1: z ~ N(0, I)
+    assert torch.allclose(zs[horizon:], torch.full_like(zs[horizon:], far), atol=0.01)  # episode 2: the posterior
+
+
 def test_box_actions_only_and_config_errors_name_the_field() -> None:
     info = MetaEnvInfo(gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Discrete(3), 2, 5)
     with pytest.raises(TypeError, match="Discrete"):
@@ -348,8 +444,9 @@ def test_box_actions_only_and_config_errors_name_the_field() -> None:
         Config(posterior_context="mean")
     with pytest.raises(ValueError, match=r"^target_entropy:"):
         Config(target_entropy=-2.0)
-    for name, preset in PRESETS.items():  # every preset is a valid config
+    for name, preset in PRESETS.items():  # every preset is a valid config, fitting any 2-episode trial
         assert Config(**preset).exploration_episodes == 1, name
+        assert Config(**preset).sample_own_tasks == (name != "cheap"), name  # the papers' presets: as oyster
     assert learner_class("pearl") is PEARL
 
 
@@ -367,12 +464,13 @@ def _final_test_returns(results: Path) -> pd.DataFrame:
 def test_pearl_on_point_nav_beats_a_non_adaptive_policy_after_one_exploration_episode(tmp_path: Path) -> None:
     """Dense point_nav, 2 episodes per trial: explore one episode, adapt, score the second (2 seeds).
 
-    The ``cheap`` preset at 20k env steps (≈ 7.8k gradient steps per seed; 75-85 s in all on one core).
+    The ``cheap`` preset at 20k env steps (≈ 5.5k gradient steps per seed; ≈ 65 s in all on one core).
     References on the same trials: non-adaptive -14.9, oracle -3.8, random -20.5. Measured: PEARL's
-    second episode -8.7 (seed 0) and -11.5 (seed 1); its first episode, with z from the prior, -16.1 and
-    -15.8 (posterior sampling explores, it does not exploit). Four more seeds outside the harness, same
-    budget: -8.9 to -9.7. Floors: each seed's second episode beats the non-adaptive policy by 2 and its
-    own first episode by 3; the seeds' mean beats the non-adaptive policy by 3.5.
+    second episode -9.1 (seed 0) and -11.7 (seed 1); its first episode, with z from the prior, -15.7 and
+    -16.4 (the exploration episode explores, it does not exploit). Before the extra-RL collection's first
+    episode took z from the prior (issue 14), four more seeds outside the harness, same budget: -8.9 to
+    -9.7. Floors: each seed's second episode beats the non-adaptive policy by 2 and its own first episode
+    by 3; the seeds' mean beats the non-adaptive policy by 3.5.
     """
     suite = {
         "name": "learning_pearl", "seeds": [0, 1],
@@ -392,3 +490,29 @@ def test_pearl_on_point_nav_beats_a_non_adaptive_policy_after_one_exploration_ep
         assert second < oracle
     mean = np.mean([scores[("pearl", s, 1)] for s in (0, 1)])
     assert mean > np.mean([scores[("ref-non_adaptive", s, 1)] for s in (0, 1)]) + 3.5
+
+
+@pytest.mark.slow
+def test_through_the_runner_a_learner_sampling_its_own_tasks_has_data_on_every_training_task(tmp_path) -> None:
+    """Issue 14, item 8, end to end: the runner gives PEARL with ``sample_own_tasks`` the whole training
+    split (not its meta-batch of 2), so after one iteration every training task has initial data."""
+    import io
+
+    from harness.executors import run_local
+    from harness.spec import parse_suite
+    from harness.store import RunKey, RunStore
+
+    suite = {
+        "name": "own-tasks", "seeds": [0], "references": False,
+        "families": [{"name": "point_nav", "params": {"episode_steps": 5}, "episodes_per_trial": 2,
+                      "split": {"train": 7, "test": 2}, "tasks_per_iteration": 2}],
+        "algorithms": [{"name": "pearl", "preset": "cheap", "config": {
+            "sample_own_tasks": True, "collect_tasks": 1, "initial_env_steps": 10, "prior_env_steps": 5,
+            "extra_rl_env_steps": 0, "gradient_steps": 1, "meta_batch_tasks": 2, "batch_transitions": 4,
+            "context_transitions": 4}}],
+        "budget": {"env_steps": 80}, "evaluation": {"every_env_steps": 80, "train_tasks": 0},
+    }
+    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    assert outcome.ok, outcome.failed
+    state = RunStore(tmp_path, RunKey("pearl", "point_nav", 0)).load_checkpoint()["learner"]
+    assert len(state["initialised"]) == 7  # every training task, though the harness's meta-batch holds 2

@@ -1,4 +1,5 @@
-"""PPO pieces against hand-computed answers: trial-aware GAE, cuts, the clipped loss, gradient isolation."""
+"""PPO pieces against hand-computed answers: trial-aware GAE, cuts, the clipped loss, gradient isolation, the
+update's gradient clipping, and the linear feature baseline."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import pytest
 import torch
 from torch import Tensor
 
-from algorithms.ppo import gae, normalise_advantages, ppo_loss, trial_cuts
+from algorithms.ppo import (
+    episode_cuts,
+    gae,
+    linear_feature_values,
+    normalise_advantages,
+    ppo_loss,
+    ppo_update,
+    steps_since_start,
+    trial_cuts,
+)
 
 GAMMA, LAM = 0.9, 0.8  # γλ = 0.72
 
@@ -179,3 +189,93 @@ def test_normalise_advantages_masked_mean_zero_std_one() -> None:
     torch.testing.assert_close(valid, (_t([1.0, 2.0, 3.0, 4.0, 5.0]) - 3.0) / math.sqrt(2.0))
     assert valid.mean().item() == pytest.approx(0.0, abs=1e-12)
     assert valid.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-7)
+
+
+def test_normalise_advantages_per_row() -> None:
+    advantages = _t([[1.0, 2.0, 3.0, 100.0], [10.0, 30.0, -50.0, -50.0]])
+    mask = _t([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    out = normalise_advantages(advantages, mask, per_row=True)
+    # row 0: mean 2, population std √(2/3); row 1: mean 20, std 10; padding ignored
+    torch.testing.assert_close(out[0, :3], (_t([1.0, 2.0, 3.0]) - 2.0) / math.sqrt(2 / 3))
+    torch.testing.assert_close(out[1, :2], _t([-1.0, 1.0]))
+
+
+def test_episode_cuts_and_steps_since_start() -> None:
+    valid = np.array([[True] * 5, [True, True, True, False, False]])
+    end = np.array([[False, True, False, False, True], [False, False, True, False, False]])
+    np.testing.assert_array_equal(episode_cuts(valid, end), [[0, 1, 0, 0, 1], [0, 0, 1, 1, 1]])
+    start = np.array([[True, False, True, False, False], [True, False, False, False, False]])
+    np.testing.assert_array_equal(steps_since_start(start), [[0, 1, 0, 1, 2], [0, 1, 2, 3, 4]])
+
+
+# --- the update: gradient clipping ----------------------------------------------------------------
+
+
+def _clipping_case(value_scale: float) -> tuple[list[torch.nn.Parameter], dict[str, Tensor]]:
+    """A policy-only parameter ``a``, a value-only one ``b`` and a shared one ``s``:
+    loss_policy = 3a + 4s (gradient (3, 4) on (a, s): norm 5); loss_value = value_scale · (12b + 5s)
+    (gradient value_scale · (12, 5) on (b, s): norm 13 · value_scale)."""
+    a, b, s = (torch.nn.Parameter(torch.zeros(())) for _ in range(3))
+    terms = {"loss_policy": 3 * a + 4 * s, "loss_value": value_scale * (12 * b + 5 * s)}
+    return [a, b, s], terms
+
+
+def _one_step(value_scale: float, max_grad_norm: float | None, separately: bool) -> tuple[list[float], dict]:
+    """The step that SGD with lr 1 takes on (a, b, s) from zeros, and the update's logs."""
+    params, terms = _clipping_case(value_scale)
+    logs = ppo_update(lambda index: terms, 1, torch.optim.SGD(params, lr=1.0), params, 1, 1, max_grad_norm,
+                      torch.Generator().manual_seed(0), clip_value_separately=separately)
+    return [-float(p.detach()) for p in params], logs
+
+
+def test_ppo_update_without_max_grad_norm_applies_the_raw_gradient() -> None:
+    step, logs = _one_step(100.0, None, separately=False)  # garage's and ProMP's RL²: no clipping
+    assert step == pytest.approx([3.0, 1200.0, 504.0])
+    assert logs["grad_norm"] == pytest.approx(math.hypot(3.0, 1200.0, 504.0))
+
+
+def test_one_clip_over_both_losses_shrinks_the_policy_step_as_the_value_loss_grows() -> None:
+    # grad (3, 12k, 4 + 5k) for a value scale k; one clip at norm 1 divides it by its norm
+    for k in (1.0, 100.0):
+        step, _ = _one_step(k, 1.0, separately=False)
+        norm = math.hypot(3.0, 12 * k, 4 + 5 * k)
+        assert step == pytest.approx([3 / norm, 12 * k / norm, (4 + 5 * k) / norm], rel=1e-5)
+    # the policy-only parameter's step: 3/15.3 with the value loss ×1, 3/1301.6 with it ×100 (×0.012)
+    assert _one_step(100.0, 1.0, separately=False)[0][0] < 0.02 * _one_step(1.0, 1.0, separately=False)[0][0]
+
+
+def test_clipping_value_separately_keeps_the_policy_step_whatever_the_value_scale() -> None:
+    for k in (1.0, 100.0):
+        step, logs = _one_step(k, 1.0, separately=True)
+        # policy gradient (3, 0, 4) clipped to norm 1: (0.6, 0, 0.8); value gradient k(0, 12, 5) to (0, 12/13, 5/13)
+        assert step == pytest.approx([0.6, 12 / 13, 0.8 + 5 / 13], rel=1e-5)
+        assert logs["grad_norm_policy"] == pytest.approx(5.0)
+        assert logs["grad_norm_value"] == pytest.approx(13 * k)
+        assert logs["grad_norm"] == pytest.approx(math.hypot(3.0, 12 * k, 4 + 5 * k))
+    step, _ = _one_step(100.0, None, separately=True)  # without a norm to clip to, the plain sum
+    assert step == pytest.approx([3.0, 1200.0, 504.0])
+
+
+# --- the linear feature baseline ------------------------------------------------------------------
+
+
+def test_linear_feature_baseline_is_rllab_s_ridge_fit_per_row() -> None:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(2, 12, 3, generator=generator, dtype=torch.float64) * 4  # some beyond ±10 after scaling
+    inputs[1, :, 0] *= 5
+    step = torch.arange(12).repeat(2, 1)
+    returns = torch.randn(2, 12, generator=generator, dtype=torch.float64)
+    mask = torch.ones(2, 12, dtype=torch.float64)
+    mask[1, 9:] = 0.0  # padding
+    values = linear_feature_values(inputs, step, returns, mask)
+    for row, n in ((0, 12), (1, 9)):  # numpy, as ProMP's LinearBaseline.fit/_features, on the valid steps
+        x = np.clip(inputs[row, :n].numpy(), -10, 10)
+        t = np.arange(n).reshape(-1, 1) / 100.0
+        features = np.concatenate([x, x**2, t, t**2, t**3, np.ones((n, 1))], axis=1)
+        coeffs = np.linalg.lstsq(features.T @ features + 1e-5 * np.eye(features.shape[1]),
+                                 features.T @ returns[row, :n].numpy(), rcond=-1)[0]
+        np.testing.assert_allclose(values[row, :n].numpy(), features @ coeffs, rtol=1e-6, atol=1e-8)
+    assert torch.count_nonzero(values[1, 9:]) == 0
+    # returns that are a linear function of the features are fitted (almost) exactly
+    exact = 2.0 * inputs[..., 1].clamp(-10.0, 10.0) - 0.5 + step / 100.0
+    torch.testing.assert_close(linear_feature_values(inputs, step, exact, torch.ones(2, 12)), exact, atol=1e-3, rtol=0)
