@@ -108,7 +108,7 @@ CASES = [
         "unknown_config_key",
         lambda d: d["algorithms"][0].update(config={"lrr": 0.1}),
         ("algorithms[0].config.lrr",),
-        "unknown key (allowed: hidden_size, lr, discount",
+        "unknown key (allowed: hidden_size, cell, lr,",
     ),
     Case(
         "invalid_config_value",
@@ -361,14 +361,15 @@ def test_config_resolution_order() -> None:
 
     def layered(d: dict[str, Any]) -> None:
         entry = d["algorithms"][0]
-        entry["preset"] = "metaworld"  # hidden_size 256, lr 5e-4, epochs 10, entropy_coef 5e-6
+        entry["preset"] = "metaworld"  # hidden_size 256, lr 5e-4, epochs 10, entropy_coef 5e-6, minibatches 1
         entry["config"] = {"epochs": 3, "lr": 2e-4}
         entry["families"]["point_nav"]["config"]["lr"] = 1e-4
 
     suite: Suite = parse_suite(quickstart(layered))
     bandit = suite.algorithm("rl2").config_for("bandit")
     point_nav = suite.algorithm("rl2").config_for("point_nav")
-    assert (bandit.hidden_size, bandit.entropy_coef, bandit.minibatches) == (256, 5e-6, 4)
+    assert (bandit.hidden_size, bandit.entropy_coef, bandit.minibatches) == (256, 5e-6, 1)
+    assert bandit.value_coef == 0.5  # the Config's default: neither the preset nor a config sets it
     assert (bandit.epochs, bandit.lr, bandit.discount) == (3, 2e-4, 0.99)
     assert (point_nav.epochs, point_nav.lr, point_nav.discount) == (3, 1e-4, 0.9)
 
