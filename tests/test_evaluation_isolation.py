@@ -106,3 +106,24 @@ def test_check_evaluation_fails_a_learner_whose_evaluation_draws_from_its_traini
     assert not outcome.ok
     manifest = (tmp_path / "runs" / "rl2" / "point_nav" / "seed=0" / "manifest.json").read_text()
     assert EvaluationChangedLearner.__name__ in manifest and "generator" in manifest
+
+
+@pytest.mark.slow
+def test_each_algorithm_runs_its_own_evaluation_protocol_and_the_report_reads_both(tmp_path: Path) -> None:
+    """Issue 14, item 9: PEARL evaluated as oyster (explore 2 episodes, score the 3rd, deterministically)
+    beside RL² on the family's 2-episode trials, in one suite and one report."""
+    from harness.report import report
+
+    suite = _suite("rl2", every=160, ood=0)
+    suite["algorithms"].append({"name": "pearl", **CONFIGS["pearl"],
+                                "evaluation": {"deterministic": True, "episodes_per_trial": 3,
+                                               "exploration_episodes": 2}})
+    rows = _rows(suite, tmp_path)
+    evaluated = rows.query("split == 'test' and metric == 'return'")
+    episodes = evaluated.groupby("algorithm")["episode_index"].max() + 1
+    assert episodes.to_dict() == {"rl2": 2, "pearl": 3}
+    final = evaluated[evaluated["env_steps"] == evaluated.groupby("algorithm")["env_steps"].transform("max")]
+    assert final.groupby(["algorithm", "task_id"]).size().to_dict() == {
+        **{("pearl", t): 3 for t in final["task_id"].unique()}, **{("rl2", t): 2 for t in final["task_id"].unique()}}
+    text = report(tmp_path).read_text()
+    assert "| pearl |" in text and "| rl2 |" in text
