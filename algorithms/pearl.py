@@ -97,7 +97,8 @@ class Config:
     sample_own_tasks: bool = field(
         default=True, metadata={"doc": "take every training task from the harness each iteration and draw the tasks "
                                        "to collect on from them, initial data on all at once (oyster); False: "
-                                       "the harness's meta-batch, initial data on each task when it first comes"}
+                                       "the harness's meta-batch, initial data on a task when it is first "
+                                       "collected on"}
     )
     initial_env_steps: int = field(
         default=2000, metadata={"doc": "env steps with prior z on every task the first time it is given"}
@@ -632,17 +633,21 @@ class PEARL:
         """One iteration of oyster's ``train()`` on ``tasks`` (the harness gives the whole training split)."""
         cfg = self.config
         logs: dict[str, float] = {}
-        new = list({t.task_id: t for t in tasks if t.task_id not in self.initialised}.values())
-        if new and cfg.initial_env_steps:  # oyster, iteration 0: on every training task
+        if cfg.collect_with_replacement:  # oyster: np.random.randint(len(train_tasks)) per task
+            picked = self.rng.integers(0, len(tasks), cfg.collect_tasks)
+        else:
+            picked = self.rng.choice(len(tasks), min(cfg.collect_tasks, len(tasks)), replace=False)
+        # Initial data: oyster (sample_own_tasks) on every training task at iteration 0. On the harness's
+        # meta-batches, on a task when it is first collected on: initial data on every task of a large
+        # meta-batch would spend a small budget on prior-z episodes (the quickstart's 100 of 500 tasks).
+        candidates = tasks if cfg.sample_own_tasks else [tasks[i] for i in sorted(set(picked.tolist()))]
+        new = list({t.task_id: t for t in candidates if t.task_id not in self.initialised}.values())
+        if new and cfg.initial_env_steps:
             chunks = [new[i: i + INITIAL_CHUNK] for i in range(0, len(new), INITIAL_CHUNK)]
             returns = [self._collect(sampler, chunk, cfg.initial_env_steps, self._policy(self.generator, "prior"),
                                      encoder=True) for chunk in chunks]
             logs["initial_return"] = float(np.average(returns, weights=[len(chunk) for chunk in chunks]))
         self.initialised.update(t.task_id for t in new)
-        if cfg.collect_with_replacement:  # oyster: np.random.randint(len(train_tasks)) per task
-            picked = self.rng.integers(0, len(tasks), cfg.collect_tasks)
-        else:
-            picked = self.rng.choice(len(tasks), min(cfg.collect_tasks, len(tasks)), replace=False)
         # A task drawn twice is collected on twice, one after the other (oyster's loop): rounds of distinct tasks.
         rounds: list[list[Task]] = []
         seen: dict[int, int] = {}
