@@ -13,8 +13,9 @@ One iteration on a meta-batch of ``N`` tasks:
    trial alone, as the harness's default evaluation adapts on one trial's exploration episodes;
 3. *post-update*: ``trials_per_task`` trials per task with the adapted parameters (detached: sampling only);
 4. *outer step* on the post-update data as a function of θ through the inner steps: TRPO (conjugate
-   gradient on the Hessian of the KL through the inner steps, backtracking line search) or PPO's
-   clipped surrogate with Adam, recomputing the adaptation at every step.
+   gradient on the Hessian of the KL through the inner steps, factored as ``Jᵀ F J`` where the step
+   linearises, ``meta_linearisation``; backtracking line search) or PPO's clipped surrogate with Adam,
+   recomputing the adaptation at every step.
 
 ``adapt`` (evaluation) takes one inner step per row of the exploration batch on all of that row's
 episodes, however many there are: ProMP adapts on 20 rollouts per task, which a suite asks for with
@@ -612,12 +613,20 @@ def adapt_parameters(net: PolicyNet, params: Params, data: Rollouts, config: Con
         for _ in range(config.inner_steps):
             if not create_graph:
                 params = {k: v.detach().requires_grad_() for k, v in params.items()}
-            log_prob = log_prob_of(net, params, data.obs, data.actions)
-            loss = inner_loss(log_prob, data.log_prob, data.advantages, data.mask, config.inner_objective)
-            grads = torch.autograd.grad(loss["loss_inner"], list(params.values()), create_graph=create_graph)
+            grads = inner_gradient(net, params, data, config, create_graph)
             params = {k: v - config.inner_lr * g for (k, v), g in zip(params.items(), grads, strict=True)}
             trajectory.append(params if create_graph else {k: v.detach() for k, v in params.items()})
     return trajectory
+
+
+def inner_gradient(net: PolicyNet, params: Params, data: Rollouts, config: Config,
+                   create_graph: bool) -> tuple[Tensor, ...]:
+    """Each task's gradient of its inner loss at stacked ``params`` (in their order), ``[N, ...]`` each
+    (``params`` must require gradients)."""
+    with torch.enable_grad():
+        log_prob = log_prob_of(net, params, data.obs, data.actions)
+        loss = inner_loss(log_prob, data.log_prob, data.advantages, data.mask, config.inner_objective)
+        return torch.autograd.grad(loss["loss_inner"], list(params.values()), create_graph=create_graph)
 
 
 def meta_objective(net: PolicyNet, theta: Params, pre: Rollouts, post: Rollouts, config: Config,
@@ -647,9 +656,14 @@ def meta_objective(net: PolicyNet, theta: Params, pre: Rollouts, post: Rollouts,
 
 
 def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int,
-                       residual_tol: float = 1e-10) -> Tensor:
-    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``x ↦ A x``."""
-    x = torch.zeros_like(b)
+                       residual_tol: float = 1e-10) -> tuple[Tensor, Tensor]:
+    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``x ↦ A x``.
+
+    Returns:
+        ``(x, A x)``: ``A x = Σ_k α_k A p_k`` accumulates the products the iterations computed (``A`` is
+        linear), which spares TRPO one more product for the step's curvature ``xᵀAx`` (issue 19).
+    """
+    x, ax = torch.zeros_like(b), torch.zeros_like(b)
     r, p = b.clone(), b.clone()
     rr = r @ r
     for _ in range(iters):
@@ -658,46 +672,180 @@ def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int
         ap = matvec(p)
         alpha = rr / (p @ ap + 1e-12)
         x += alpha * p
+        ax += alpha * ap
         r -= alpha * ap
         rr_next = r @ r
         p = r + (rr_next / rr) * p
         rr = rr_next
-    return x
+    return x, ax
 
 
-def _natural_step(parameters: list[nn.Parameter], terms: dict[str, Tensor], max_kl: float, cg_iters: int,
-                  cg_damping: float) -> tuple[float, Tensor]:
-    """``(loss, step)``: the trust-region step at the KL bound; the higher-order graph dies on return."""
+@dataclass
+class Linearisation:
+    """What TRPO's direction needs at the current parameters (flat, in ``parameters`` order).
+
+    Attributes:
+        loss: the surrogate's value.
+        grad: its gradient ``[P]``.
+        hessian_vector: ``v ↦ H v``, ``H`` the KL's Hessian (without damping).
+    """
+
+    loss: float
+    grad: Tensor
+    hessian_vector: Callable[[Tensor], Tensor]
+
+
+def autograd_linearisation(parameters: list[nn.Parameter], terms: dict[str, Tensor]) -> Linearisation:
+    """Any objective's: gradients by backward, ``H v`` by a second backward through the KL's gradient."""
     grads = parameters_to_vector(torch.autograd.grad(terms["loss_surrogate"], parameters, retain_graph=True))
     kl_grads = parameters_to_vector(torch.autograd.grad(terms["kl"], parameters, create_graph=True))
 
     def hessian_vector(v: Tensor) -> Tensor:
-        hv = torch.autograd.grad(kl_grads @ v, parameters, retain_graph=True)
-        return parameters_to_vector(hv).detach() + cg_damping * v
+        return parameters_to_vector(torch.autograd.grad(kl_grads @ v, parameters, retain_graph=True)).detach()
 
-    direction = conjugate_gradient(hessian_vector, -grads.detach(), cg_iters)
-    curvature = float(direction @ hessian_vector(direction))
-    return float(terms["loss_surrogate"].detach()), math.sqrt(2.0 * max_kl / (curvature + 1e-8)) * direction
+    return Linearisation(float(terms["loss_surrogate"].detach()), grads.detach(), hessian_vector)
+
+
+def outputs_and_tangents(net: PolicyNet, params: Params, obs: Tensor) -> tuple[Tensor, Callable[[Params], Tensor]]:
+    """``policy_outputs``' mean or logits ``[N, T, A]`` (differentiable in ``params``) and the map
+    ``u ↦ ∂out/∂params · u`` (forward mode by hand, reusing this forward's activations: ``tanh' = 1 − y²``).
+
+    Args:
+        params: stacked per-task parameters, ``[N, ...]`` per tensor.
+        obs: ``[N, T, obs_dim]``.
+    """
+    x, layers = obs, []  # per layer: (its input, its weight) or (None, tanh's derivative)
+    for name, layer in net.body.named_children():
+        if isinstance(layer, nn.Linear):
+            weight, bias = params[f"body.{name}.weight"], params[f"body.{name}.bias"]
+            layers.append((name, x.detach(), weight.detach()))
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
+        else:
+            x = torch.tanh(x)
+            layers.append((None, 1.0 - x.detach().square(), None))
+
+    def tangent(u: Params) -> Tensor:
+        r: Tensor | None = None
+        for name, saved, weight in layers:
+            if name is None:
+                r = saved * r
+            else:
+                direct = torch.baddbmm(u[f"body.{name}.bias"].unsqueeze(1), saved, u[f"body.{name}.weight"].mT)
+                r = direct if r is None else torch.baddbmm(direct, r, weight.mT)
+        assert r is not None
+        return r
+
+    return x, tangent
+
+
+@torch.enable_grad()
+def meta_linearisation(net: PolicyNet, theta: Params, pre: Rollouts, post: Rollouts,
+                       config: Config) -> Linearisation:
+    """``meta_objective``'s linearisation at θ (the parameters that sampled ``post``), its KL Hessian factored.
+
+    At that θ the post-update policies are the old ones: the KL is at its minimum (zero, with zero
+    gradient), so its Hessian through the inner steps is ``(1/N) Σ_i J_iᵀ F_i J_i``, with ``J_i = ∂θ'_i/∂θ``
+    (a product of ``I − α ∇²L_inner``, symmetric factors) and ``F_i`` the Fisher matrix of task ``i``'s
+    post-update policy. Autograd's Hessian adds ``∇_θ' KL · ∂²θ'/∂θ²``, which vanishes with the KL's
+    gradient, but computes it by a third-order backward through the inner steps. Here a product costs two
+    inner-Hessian products (backward through the inner gradients' graph, built once) and a Fisher product
+    on the post-update data (``outputs_and_tangents``, then one backward): ~0.6× the time at the
+    ProMP preset (issue 19; tests/test_maml_speed.py checks it against ``autograd_linearisation``).
+    """
+    rows = pre.obs.shape[0]
+    params = {k: v.detach().unsqueeze(0).expand(rows, *v.shape).clone().requires_grad_() for k, v in theta.items()}
+    points: list[list[Tensor]] = []  # θ_{k-1} and the inner gradient there, per inner step k
+    gradients: list[tuple[Tensor, ...]] = []
+    for _ in range(config.inner_steps):
+        grads = inner_gradient(net, params, pre, config, create_graph=True)
+        points.append(list(params.values()))
+        gradients.append(grads)
+        params = {k: v - config.inner_lr * g for (k, v), g in zip(params.items(), grads, strict=True)}
+
+    def jacobian(w: list[Tensor], transpose: bool) -> list[Tensor]:
+        """``J w`` (``Jᵀ w`` with ``transpose``) per task: the inner steps' factors in order (reversed)."""
+        steps = list(zip(points, gradients, strict=True))
+        for point, grads in reversed(steps) if transpose else steps:
+            hw = torch.autograd.grad(grads, point, grad_outputs=w, retain_graph=True, allow_unused=True)
+            w = [x - config.inner_lr * h if h is not None else x for x, h in zip(w, hw, strict=True)]
+        return w
+
+    adapted = {k: v.detach().requires_grad_() for k, v in params.items()}
+    out, output_tangent = outputs_and_tangents(net, adapted, post.obs)
+    log_std = None if net.discrete else adapted["log_std"].unsqueeze(1)
+    loss = surrogate_loss(log_prob_from(out, log_std, post.actions), post.log_prob, post.advantages, post.mask)
+    loss_grads = torch.autograd.grad(loss["loss_surrogate"], list(adapted.values()), retain_graph=True)
+    names = list(theta)
+
+    def flat(per_task: list[Tensor]) -> Tensor:  # summed over tasks: θ is every task's starting point
+        return torch.cat([t.sum(0).reshape(-1) for t in per_task])
+
+    # The KL's second derivatives at the old outputs: 1/σ² on the mean and 2 on each log σ (Gaussian), or
+    # diag(p) − ppᵀ on the logits (categorical), weighted as mean_kl weighs each step.
+    weight = (post.mask / post.mask.sum(1, keepdim=True).clamp_min(1.0) / rows).unsqueeze(-1)  # [N, T, 1]
+    if log_std is None:
+        p = out.detach().softmax(-1)
+
+        def curvature(r: Tensor) -> Tensor:
+            return weight * p * (r - (p * r).sum(-1, keepdim=True))
+    else:
+        inverse_variance = (-2.0 * log_std.detach()).exp()  # [N, 1, A]
+
+        def curvature(r: Tensor) -> Tensor:
+            return weight * inverse_variance * r
+
+    def fisher(u: list[Tensor]) -> list[Tensor]:
+        tangents = dict(zip(names, u, strict=True))
+        fu = torch.autograd.grad(out, list(adapted.values()), grad_outputs=curvature(output_tangent(tangents)),
+                                 retain_graph=True, allow_unused=True)
+        result = [torch.zeros_like(x) if g is None else g for x, g in zip(u, fu, strict=True)]
+        if log_std is not None:
+            i = names.index("log_std")
+            result[i] = result[i] + 2.0 * weight.sum(1) * tangents["log_std"]
+        return result
+
+    sizes = [v.numel() for v in theta.values()]
+
+    def hessian_vector(v: Tensor) -> Tensor:
+        w = [part.view_as(t).expand(rows, *t.shape) for part, t in zip(v.split(sizes), theta.values(), strict=True)]
+        return flat(jacobian(fisher(jacobian(w, transpose=False)), transpose=True))
+
+    return Linearisation(float(loss["loss_surrogate"].detach()), flat(jacobian(list(loss_grads), transpose=True)),
+                         hessian_vector)
+
+
+def _natural_step(linear: Linearisation, max_kl: float, cg_iters: int, cg_damping: float) -> Tensor:
+    """The trust-region step at the KL bound: ``s ∝ (H + damping·I)⁻¹(−g)`` with ``½ sᵀ(H + damping·I)s = max_kl``."""
+
+    def hessian_vector(v: Tensor) -> Tensor:
+        return linear.hessian_vector(v) + cg_damping * v
+
+    direction, h_direction = conjugate_gradient(hessian_vector, -linear.grad, cg_iters)
+    return math.sqrt(2.0 * max_kl / (float(direction @ h_direction) + 1e-8)) * direction
 
 
 def trpo_step(parameters: list[nn.Parameter], objective: Callable[[bool], dict[str, Tensor]], max_kl: float,
-              cg_iters: int, cg_damping: float, backtrack_ratio: float, max_backtracks: int) -> dict[str, float]:
+              cg_iters: int, cg_damping: float, backtrack_ratio: float, max_backtracks: int,
+              linearise: Callable[[], Linearisation] | None = None) -> dict[str, float]:
     """One TRPO step (Schulman et al. 2015) on ``parameters``, in place.
 
-    The direction solves ``(H + damping·I) s = -g`` by conjugate gradient, ``H`` the Hessian of the KL
-    (Hessian-vector products by double backward), scaled to the trust region ``½ sᵀHs = max_kl``. The
-    line search shrinks it by ``backtrack_ratio`` (``max_backtracks`` sizes in all) until the loss improves
-    and the KL is within ``max_kl``; otherwise the parameters are restored (garage's
-    ``ConjugateGradientOptimizer``).
+    The direction solves ``(H + damping·I) s = -g`` by conjugate gradient, ``H`` the Hessian of the KL,
+    scaled to the trust region ``½ sᵀHs = max_kl``. The line search shrinks it by ``backtrack_ratio``
+    (``max_backtracks`` sizes in all) until the loss improves and the KL is within ``max_kl``; otherwise
+    the parameters are restored (garage's ``ConjugateGradientOptimizer``).
 
     Args:
         parameters: updated in place.
         objective: ``create_graph ↦ {"loss_surrogate", "kl"}`` at the current parameters.
+        linearise: the loss, its gradient and ``H v`` at the current parameters (``None``:
+            ``autograd_linearisation`` of ``objective(True)``, Hessian-vector products by double backward).
 
     Returns:
         ``loss_surrogate_before/after``, ``kl`` (after), ``line_search_backtracks``, ``step_accepted``.
     """
-    loss_before, step = _natural_step(parameters, objective(True), max_kl, cg_iters, cg_damping)
+    linear = autograd_linearisation(parameters, objective(True)) if linearise is None else linearise()
+    loss_before, step = linear.loss, _natural_step(linear, max_kl, cg_iters, cg_damping)
+    del linear  # the graphs behind its Hessian-vector products die here, before the line search
     old = parameters_to_vector(parameters).detach().clone()
     for backtracks in range(max_backtracks):
         vector_to_parameters(old + backtrack_ratio**backtracks * step, parameters)
@@ -778,6 +926,20 @@ class MAML:
         return self._policy(adapted, True, policy.generator)
 
     def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
+        pre, post, returns = self.collect_meta_batch(sampler, tasks)
+        logs = self.outer_step(pre, post)
+        self.iterations += 1
+        logs.update(returns)
+        if not self.net.discrete:  # in env units where the actions are rescaled
+            std = self.net.log_std.detach().exp().cpu().numpy()
+            logs["action_std"] = float((std if self.action_map is None else std * self.action_map.gain).mean())
+        return logs
+
+    def collect_meta_batch(self, sampler: Sampler,
+                           tasks: Sequence[Task]) -> tuple[Rollouts, Rollouts, dict[str, float]]:
+        """One iteration's data: pre-update trials with θ, the inner steps on them, post-update trials with
+        the adapted parameters. Returns ``(pre, post)`` as the outer step reads them (one row per
+        adaptation) and their mean episode returns (``pre_update_return``, ``post_update_return``)."""
         cfg = self.config
         rows = [task for task in tasks for _ in range(cfg.trials_per_task)]  # a task's trials are consecutive
         pooled = cfg.trials_per_task if cfg.inner_batch == "task" else 1  # trials per adaptation
@@ -792,24 +954,24 @@ class MAML:
         post_policy = self._policy(per_row, True, self.generator)
         post_batch = sampler.collect(post_policy, rows, cfg.exploration_episodes)
         post = to_rollouts(self.net, pool_trials(post_policy.in_policy_units(post_batch), pooled), adapted, cfg)
+        return pre, post, {"pre_update_return": float(pre_batch.episode_returns.mean()),
+                           "post_update_return": float(post_batch.episode_returns.mean())}
+
+    def outer_step(self, pre: Rollouts, post: Rollouts) -> dict[str, float]:
+        """The outer step on θ, in place, from ``collect_meta_batch``'s data sampled with the current θ:
+        TRPO through the inner steps (the KL's Hessian factored, ``meta_linearisation``) or PPO."""
+        cfg = self.config
 
         def objective(create_graph: bool) -> dict[str, Tensor]:
             return meta_objective(self.net, self._theta(), pre, post, cfg, create_graph)
 
         parameters = list(self.net.parameters())
         if cfg.outer == "trpo":
-            logs = trpo_step(parameters, objective, cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.backtrack_ratio,
-                             cfg.max_backtracks)
-        else:
-            logs = self._ppo_outer_step(pre, post, parameters)
-            after = objective(False)
-            logs.update(loss_surrogate_after=float(after["loss_surrogate"]), kl=float(after["kl"]))
-        self.iterations += 1
-        logs["pre_update_return"] = float(pre_batch.episode_returns.mean())
-        logs["post_update_return"] = float(post_batch.episode_returns.mean())
-        if not self.net.discrete:  # in env units where the actions are rescaled
-            std = self.net.log_std.detach().exp().cpu().numpy()
-            logs["action_std"] = float((std if self.action_map is None else std * self.action_map.gain).mean())
+            return trpo_step(parameters, objective, cfg.max_kl, cfg.cg_iters, cfg.cg_damping, cfg.backtrack_ratio,
+                             cfg.max_backtracks, lambda: meta_linearisation(self.net, self._theta(), pre, post, cfg))
+        logs = self._ppo_outer_step(pre, post, parameters)
+        after = objective(False)
+        logs.update(loss_surrogate_after=float(after["loss_surrogate"]), kl=float(after["kl"]))
         return logs
 
     def _ppo_outer_step(self, pre: Rollouts, post: Rollouts, parameters: list[nn.Parameter]) -> dict[str, float]:

@@ -15,6 +15,10 @@ Reported (``extra_info`` and printed): seconds per 10k env steps of a whole iter
 sampling alone, the update's seconds, and the simulator's share (bare-simulator seconds for the
 iteration's env steps / the iteration's seconds). PyTorch runs one thread, as in the harness's
 workers. Nothing is asserted about wall-clock time.
+
+``test_maml_trpo_step_vs_bare_vector_env`` times the TRPO step alone at the preset's full batch (20 tasks ×
+20 pooled trials × 200 steps, pre + post: 160k samples), the ``maml_trpo`` case of ``harness/bench.py``:
+samples/s over the bare env's steps/s.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import pytest
 from algorithms.base import MetaEnvInfo
 from algorithms.maml import MAML, PRESETS, Config
 from harness import seeding
-from harness.bench import THREADS, TimedSampler, halfcheetah_bare, torch_threads
+from harness.bench import THREADS, TimedSampler, halfcheetah_bare, run_pytest_benchmark, torch_threads
 from harness.rollout import Sampler
 from harness.tasks import family_class, make_split
 
@@ -79,3 +83,7 @@ def test_maml_trpo_iteration_vs_bare_vector_env(benchmark: Any) -> None:
           f"({ENV_STEPS} env steps): {best['seconds'] * per_10k:.2f} s per 10k env steps (sampling "
           f"{best['sampling'] * per_10k:.2f} s, update {best['update']:.2f} s per iteration); bare SyncVectorEnv "
           f"{bare_seconds * per_10k:.2f} s per 10k env steps; simulator share {bare_seconds / best['seconds']:.2f}")
+
+
+def test_maml_trpo_step_vs_bare_vector_env(benchmark: Any) -> None:
+    run_pytest_benchmark(benchmark, "maml_trpo", rounds=2, warmup=0)

@@ -23,6 +23,14 @@ Cases (``CASES``):
   each round) of RL² and of TrMRL at their ``halfcheetah_vel`` settings: samples/s is the batch's env
   steps over the update's seconds, and the ratio divides it by the bare env's steps/s: above 1 the
   update digests env steps faster than the bare simulator produces them.
+* **pearl_iteration** — one ``train_iteration`` of PEARL's ``halfcheetah_vel`` preset (oyster's) after
+  iteration 0, state restored before each round: 5 × 1000 env steps collected through the sampler, then
+  gradient steps (meta-batch 16 × 256, networks 3 × 300). ``pearl_gradient_steps`` of them are timed and
+  the preset's 2000 extrapolated: env steps/s of the whole iteration over the bare env's.
+* **maml_trpo** — the TRPO outer step of MAML's ``halfcheetah_vel`` preset (ProMP's: MLP(64, 64), 20
+  pooled one-episode trials per task, 10 conjugate-gradient iterations through the inner step, line
+  search) on one meta-batch collected once, state restored before each round: samples/s is the pre- and
+  post-update env steps over the step's seconds, over the bare env's steps/s.
 
 PyTorch runs ``THREADS`` intra-op thread(s), as the harness's workers do (one worker per core).
 """
@@ -65,6 +73,12 @@ class Sizes:
     cache_steps: int = field(default=200, metadata={"doc": "trmrl_cache: steps per episode (window: 2 episodes)"})
     cache_samples: int = field(default=5, metadata={"doc": "trmrl_cache: uncached steps timed per round"})
     update_epochs: int | None = field(default=None, metadata={"doc": "update cases: epochs (None: the preset's)"})
+    pearl_gradient_steps: int = field(
+        default=10, metadata={"doc": "pearl_iteration: gradient steps timed per round (the preset's are extrapolated)"}
+    )
+    maml_trials_per_task: int | None = field(
+        default=None, metadata={"doc": "maml_trpo: pooled trials per task (None: the preset's 20)"}
+    )
 
 
 @dataclass(frozen=True)
@@ -102,10 +116,10 @@ class Measurement:
 
     def __init__(self, name: str, unit: str, note: str, target: tuple[str, float] | None,
                  run_case: Callable[[], float], run_baseline: Callable[[], float], cost_ratio: bool = False,
-                 close: Callable[[], None] | None = None) -> None:
+                 close: Callable[[], None] | None = None, describe: Callable[[], str] | None = None) -> None:
         self.name, self.unit, self.note, self.target = name, unit, note, target
         self._run_case, self._run_baseline, self.cost_ratio = run_case, run_baseline, cost_ratio
-        self._close = close
+        self._close, self._describe = close, describe  # describe: the note from the rounds run
         self.case_rates: list[float] = []
         self.baseline_rates: list[float] = []
 
@@ -119,7 +133,8 @@ class Measurement:
         """The row from the best round of each side, after the first ``warmup`` rounds."""
         rate, baseline = max(self.case_rates[warmup:]), max(self.baseline_rates[warmup:])
         ratio = baseline / rate if self.cost_ratio else rate / baseline
-        return Row(self.name, rate, baseline, ratio, self.target, self.unit, self.note)
+        note = self.note if self._describe is None else self._describe()
+        return Row(self.name, rate, baseline, ratio, self.target, self.unit, note)
 
     def close(self) -> None:
         if self._close is not None:
@@ -395,6 +410,61 @@ def _update(name: str, algorithm: str) -> Case:
     return Case(name, "update", build, rounds=1, warmup=0)
 
 
+def _pearl_iteration(sizes: Sizes) -> Measurement:
+    setting = _setting("halfcheetah_vel", {"episode_steps": sizes.episode_steps}, sizes.tasks, sizes.episodes)
+    learner = _learner("pearl", setting.info, "halfcheetah_vel", gradient_steps=sizes.pearl_gradient_steps)
+    preset_steps = int(learner.presets["halfcheetah_vel"]["gradient_steps"])
+    learner.train_iteration(setting.sampler, setting.tasks)  # iteration 0: initial data on every task
+    initial = copy.deepcopy(learner.state_dict())
+    bare = halfcheetah_bare(sizes.tasks, sizes.episodes * sizes.episode_steps)
+    timings: list[tuple[float, float, float]] = []  # per round: env steps, collection s, s per gradient step
+
+    def run_case() -> float:
+        learner.load_state_dict(copy.deepcopy(initial))  # every round the same iteration, from the same state
+        sampler, env_steps = TimedSampler(setting.sampler), setting.sampler.env_steps
+        start = time.perf_counter()
+        learner.train_iteration(sampler, setting.tasks)
+        seconds = time.perf_counter() - start
+        step_s = (seconds - sampler.seconds) / sizes.pearl_gradient_steps  # storing the data counts as training
+        timings.append((setting.sampler.env_steps - env_steps, sampler.seconds, step_s))
+        return timings[-1][0] / (sampler.seconds + preset_steps * step_s)
+
+    def describe() -> str:
+        env_steps, collect_s, step_s = min(timings, key=lambda t: t[1] + preset_steps * t[2])
+        return (f"PEARL halfcheetah_vel preset, {sizes.tasks} tasks: {env_steps} env steps ({collect_s:.2f} s) + "
+                f"{preset_steps} gradient steps at {1e3 * step_s:.0f} ms (from {sizes.pearl_gradient_steps} timed)")
+
+    def close() -> None:
+        bare.close()
+        setting.sampler.close()
+
+    return Measurement("pearl_iteration", "env steps/s (baseline: bare env steps/s)",
+                       "PEARL halfcheetah_vel preset", None, run_case, bare.rate, close=close, describe=describe)
+
+
+def _maml_trpo(sizes: Sizes) -> Measurement:
+    setting = _setting("halfcheetah_vel", {"episode_steps": sizes.episode_steps}, sizes.tasks, sizes.episodes)
+    overrides = {} if sizes.maml_trials_per_task is None else {"trials_per_task": sizes.maml_trials_per_task}
+    learner = _learner("maml", setting.info, "halfcheetah_vel", **overrides)
+    pre, post, _ = learner.collect_meta_batch(setting.sampler, setting.tasks)
+    setting.sampler.close()
+    initial = copy.deepcopy(learner.state_dict())
+    samples = int(pre.mask.sum()) + int(post.mask.sum())
+    bare = halfcheetah_bare(sizes.tasks, sizes.episodes * sizes.episode_steps)
+
+    def run_case() -> float:
+        learner.load_state_dict(copy.deepcopy(initial))  # every round the same step, from the same θ
+        start = time.perf_counter()
+        learner.outer_step(pre, post)
+        return samples / (time.perf_counter() - start)
+
+    cfg = learner.config
+    note = (f"MAML halfcheetah_vel preset: {sizes.tasks} tasks × {cfg.trials_per_task} pooled trials, pre + post "
+            f"{samples} samples; {cfg.cg_iters} CG iterations, line search")
+    return Measurement("maml_trpo", "samples/s (baseline: bare env steps/s)", note, None, run_case, bare.rate,
+                       close=bare.close)
+
+
 CASES: dict[str, Case] = {case.name: case for case in (
     _sampling("random", "batched random policy: the sampler's own cost", None, False, _random),
     _sampling("mlp", "MAML halfcheetah_vel preset: Gaussian MLP(64, 64)", (">=", 0.8), False,
@@ -415,6 +485,8 @@ CASES: dict[str, Case] = {case.name: case for case in (
     Case("trmrl_cache", "cache", _cache),
     _update("update_rl2", "rl2"),
     _update("update_trmrl", "trmrl"),
+    Case("pearl_iteration", "update", _pearl_iteration, rounds=1, warmup=0),
+    Case("maml_trpo", "update", _maml_trpo, rounds=1, warmup=0),
 )}
 
 
@@ -464,8 +536,8 @@ def format_table(rows: Sequence[Row]) -> str:
     for row in rows:
         target = "—" if row.target is None else f"{'≥' if row.target[0] == '>=' else '≤'} {row.target[1]:g}"
         met = "—" if row.met is None else ("yes" if row.met else "no")
-        lines.append((row.case, _rate(row.rate), _rate(row.baseline), f"{row.ratio:.3f}", target, met, row.unit,
-                      row.note))
+        ratio = f"{row.ratio:.3f}" if row.ratio >= 0.01 else f"{row.ratio:.2e}"  # PEARL's: ~1e-3
+        lines.append((row.case, _rate(row.rate), _rate(row.baseline), ratio, target, met, row.unit, row.note))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False)) + "  " + line[-1]
                      for line in lines)
@@ -513,6 +585,11 @@ def register(subparsers: Any) -> None:
                        help="trmrl_cache: steps per episode, the window is two episodes (default: %(default)s)")
     bench.add_argument("--update-epochs", type=int, default=None,
                        help="update cases: PPO epochs (default: the preset's); fewer is faster but not one update")
+    bench.add_argument("--pearl-gradient-steps", type=int, default=defaults.pearl_gradient_steps,
+                       help="pearl_iteration: gradient steps timed per round; the preset's 2000 are extrapolated "
+                       "(default: %(default)s)")
+    bench.add_argument("--maml-trials-per-task", type=int, default=None,
+                       help="maml_trpo: pooled trials per task (default: the preset's 20)")
     bench.set_defaults(handler=run_command)
 
 
@@ -525,7 +602,7 @@ def run_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     for option in ("rounds", "update_rounds", "tasks", "episode_steps", "metaworld_tasks",
-                   "metaworld_episode_steps", "cache_steps"):
+                   "metaworld_episode_steps", "cache_steps", "pearl_gradient_steps", "maml_trials_per_task"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             print(f"error: --{option.replace('_', '-')}: must be >= 1", file=sys.stderr)
             return 2
@@ -534,7 +611,8 @@ def run_command(args: argparse.Namespace) -> int:
         return 2
     sizes = Sizes(tasks=args.tasks, episode_steps=args.episode_steps, metaworld_tasks=args.metaworld_tasks,
                   metaworld_episode_steps=args.metaworld_episode_steps, cache_steps=args.cache_steps,
-                  update_epochs=args.update_epochs)
+                  update_epochs=args.update_epochs, pearl_gradient_steps=args.pearl_gradient_steps,
+                  maml_trials_per_task=args.maml_trials_per_task)
     print(f"bench: {describe_machine()}", file=sys.stderr)
     rows = []
     started = time.perf_counter()

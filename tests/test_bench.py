@@ -13,7 +13,8 @@ import pytest
 from harness import bench
 
 TINY = ["--tasks", "2", "--episode-steps", "5", "--metaworld-tasks", "2", "--metaworld-episode-steps", "5",
-        "--cache-steps", "4", "--update-epochs", "1", "--rounds", "1"]
+        "--cache-steps", "4", "--update-epochs", "1", "--rounds", "1",
+        "--pearl-gradient-steps", "1", "--maml-trials-per-task", "2"]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
