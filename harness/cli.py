@@ -1,4 +1,4 @@
-"""``python -m harness``: run, validate, status, report, regress, figures, import-garage, bench, tasks."""
+"""``python -m harness``: run, validate, estimate, status, report, regress, figures, import-garage, bench, tasks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 import textwrap
+import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -117,6 +119,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from harness.estimate import estimate_suite, format_estimate
+    from harness.executors import default_workers
+    from harness.runner import resolve_device
+
+    try:
+        suite = load_suite(args.suite)
+        splits_start = time.process_time()  # the first draw of the splits: every worker pays it once
+        check_splits(suite)
+        splits_s = time.process_time() - splits_start
+    except SpecError as e:
+        print(e, file=sys.stderr)
+        return 2
+    if args.workers is not None and args.workers < 1:
+        return _fail("--workers: must be >= 1")
+    if args.iterations < 1:
+        return _fail("--iterations: must be >= 1")
+    device = resolve_device(args.device or suite.spec.device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return _fail(f"--device {device}: this machine has no CUDA device")
+    errors = _build_errors(suite)
+    if errors:
+        print(f"{args.suite}:\n" + "\n".join(f"  {line}" for line in errors), file=sys.stderr)
+        return 2
+    estimate = estimate_suite(suite, args.workers or default_workers(suite), device, args.iterations, args.cached,
+                              log=lambda line: print(f"estimate: {line}", file=sys.stderr, flush=True),
+                              splits_s=splits_s)
+    print(format_estimate(estimate))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from harness.store import RunKey, RunStore, load_manifests
 
@@ -139,7 +175,49 @@ def cmd_status(args: argparse.Namespace) -> int:
         if m.get("attempts", 1) > 1:
             line += f"  [{m['attempts']} attempts]"
         print(line)
+    print(_status_eta(results_dir, manifests))
     return 1 if counts.get("failed") else 0
+
+
+def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
+    """The ETA of a suite being run, from its manifests (each run kind's measured seconds per env step) and the
+    costs ``harness estimate`` cached on this machine, with the runs running now as the workers."""
+    from harness.estimate import cached_run_seconds
+    from harness.executors import estimate_remaining, observe
+    from harness.runner import resolve_device
+    from harness.store import RUNNING, RunKey, RunStore
+
+    resolved = (yaml.safe_load((results_dir / "suite.yaml").read_text()) or {}).get("spec") or {}
+    by_key = {RunKey(m["algorithm"], m["family"], int(m["seed"]), m.get("kind", "learner")): m for m in manifests}
+    keys = [k for k in by_key if k.kind == "reference"]  # references not started yet are not known here: seconds
+    try:
+        budgets = {(a["id"], family): int(budget) for a in resolved["algorithms"]
+                   for family, (budget, _every) in a["budgets"].items()}
+        keys += [RunKey(a["id"], f["id"], seed) for a in resolved["algorithms"] for f in resolved["families"]
+                 if f["id"] in a["budgets"] for seed in resolved["seeds"]]
+    except (KeyError, TypeError, ValueError):
+        return "ETA: unknown (suite.yaml has no resolved budgets)"
+    now, runs, workers = time.time(), [], 0
+    for key in keys:
+        manifest = by_key.get(key)
+        reference = key.kind == "reference"
+        measured = None
+        if manifest and manifest.get("status") == RUNNING:
+            workers += RunStore(results_dir, key).writer() is not None
+            rows = RunStore(results_dir, key).rows() if int(manifest.get("attempts", 1)) > 1 else None
+            if rows is not None and len(rows) and rows["env_steps"].max() > 0:  # resumed: its rows carry the time
+                last = rows.loc[rows["env_steps"].idxmax()]
+                measured = (float(last["wall_s"]), int(last["env_steps"]))
+        budget = 0 if reference else budgets[(key.algorithm, key.family)]
+        runs.append(observe((key.algorithm, key.family), reference, budget, manifest, now, measured=measured))
+    if all(run.status in ("done", "failed") for run in runs):
+        return "ETA: nothing left to run"
+    if not workers:
+        return "ETA: no run is being written now (re-run the suite to go on)"
+    device = next((m["device"] for m in manifests if m.get("device")), resolve_device(resolved.get("device", "auto")))
+    checkpoint_every_s = float((resolved.get("execution") or {}).get("checkpoint_every_s", 60.0))
+    eta = estimate_remaining(runs, workers, cached_run_seconds(resolved, device, checkpoint_every_s=checkpoint_every_s))
+    return f"{eta.text()} (the runs left, {workers} at a time as now)"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -264,6 +342,20 @@ def main(argv: list[str] | None = None) -> int:
     validate = commands.add_parser("validate", help="check suite files without running anything")
     validate.add_argument("suites", nargs="+")
     validate.set_defaults(handler=cmd_validate)
+
+    estimate = commands.add_parser(
+        "estimate", help="time each run kind of a suite on this machine and predict the suite's wall time and cost")
+    estimate.add_argument("suite", help="suite YAML file")
+    estimate.add_argument("--workers", type=int, default=None,
+                          help="workers (or a Ray cluster's CPUs) to schedule the runs on (default: one per core)")
+    estimate.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"),
+                          help="device of the learners' networks and updates (default: the suite's)")
+    estimate.add_argument("--iterations", type=int, default=2,
+                          help="training iterations timed per run kind, the first included (default: %(default)s)")
+    estimate.add_argument("--cached", action="store_true",
+                          help="reuse the costs cached on this machine by an earlier estimate, timing only the others "
+                          "(a plain estimate times every kind and refreshes the cache)")
+    estimate.set_defaults(handler=cmd_estimate)
 
     status = commands.add_parser("status", help="state of every run in a results directory")
     status.add_argument("results_dir")

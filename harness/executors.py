@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from algorithms.base import learner_class
-from harness.runner import LOCKED, RunContext, execute, learner_keys, reference_keys
+from harness.estimate import cached_run_seconds, format_seconds, makespan
+from harness.runner import LOCKED, RunContext, execute, learner_keys, reference_keys, resolve_device
 from harness.spec import Suite
 from harness.splits import build_splits, splits_payload
-from harness.store import DONE, FAILED, INTERRUPTED, RunKey, RunStore, exclusive_lock, init_suite_dir
+from harness.store import DONE, FAILED, INTERRUPTED, RUNNING, RunKey, RunStore, exclusive_lock, init_suite_dir
 
 #: Seconds the driver waits, after SIGINT/SIGTERM, for running runs to checkpoint and stop.
 STOP_GRACE_S = 120.0
@@ -61,39 +62,195 @@ def _format_steps(steps: float) -> str:
     return f"{steps:.0f}"
 
 
-def _format_seconds(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+# --- the ETA -----------------------------------------------------------------------------------------
+# Runs of different algorithms cost very differently per env step (PEARL's gradient steps against RL²'s
+# cheap updates), so the ETA is not the fraction of env steps done: each run kind (algorithm, family) gets
+# its own measured seconds per env step, from its runs' manifests (status, env steps at the last checkpoint,
+# when the attempt started and when the manifest was last written), and the remaining runs are scheduled
+# over the workers in the order they will start.
+
+
+@dataclass(frozen=True)
+class RunObservation:
+    """What the manifests say of one run, for the ETA.
+
+    Attributes:
+        kind: ``(algorithm, family)``.
+        reference: a reference run (one evaluation; no env-step budget).
+        budget: the run's env-step budget (0 for a reference).
+        status: ``pending`` (no manifest yet), ``running``, ``done``, ``failed`` or ``interrupted``.
+        env_steps: env steps at the last checkpoint.
+        measured_s: seconds the run took to make ``measured_steps`` env steps (a reference: to finish).
+        measured_steps: env steps made in ``measured_s``.
+        elapsed_s: a running run: seconds since its attempt started.
+        since_update_s: a running run: seconds since its manifest was last written (work not yet counted).
+    """
+
+    kind: tuple[str, str]
+    reference: bool
+    budget: int
+    status: str
+    env_steps: int = 0
+    measured_s: float = 0.0
+    measured_steps: int = 0
+    elapsed_s: float = 0.0
+    since_update_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Eta:
+    """Seconds until the last run ends (None before anything can be said), and the run kinds whose cost is
+    a guess (not started yet, no cost cached by ``harness estimate``): the mean of the started kinds."""
+
+    seconds: float | None
+    guessed: tuple[tuple[str, str], ...] = ()
+
+    def text(self) -> str:
+        if self.seconds is None:
+            return "ETA -"
+        if not self.guessed:
+            return f"ETA {format_seconds(self.seconds)}"
+        kinds = ", ".join("/".join(k) for k in self.guessed[:3]) + (", …" if len(self.guessed) > 3 else "")
+        return f"ETA ~{format_seconds(self.seconds)} (not timed yet: {kinds})"
+
+
+def observe(kind: tuple[str, str], reference: bool, budget: int, manifest: dict[str, Any] | None, now: float,
+            steps_at_start: int | None = None, measured: tuple[float, int] | None = None
+            ) -> RunObservation:  # fmt: skip
+    """A run's observation from its manifest at wall-clock time ``now`` (``time.time()``).
+
+    ``steps_at_start``: the env steps the current attempt resumed from (``None``: 0 for a first attempt,
+    unknown for a resumed one). ``measured``: ``(seconds, env steps)`` known otherwise (a resumed run's
+    rows), overriding the manifest's.
+    """
+    if not manifest:
+        return RunObservation(kind, reference, budget, "pending")
+    status = manifest.get("status", "pending")
+    env_steps = min(int(manifest.get("env_steps", 0)), budget) if not reference else 0
+    started, updated = manifest.get("started_at"), manifest.get("updated_at", now)
+    if steps_at_start is None and int(manifest.get("attempts", 1)) == 1:
+        steps_at_start = 0
+    measured_s, measured_steps = 0.0, 0
+    if measured is not None:
+        measured_s, measured_steps = measured
+    elif started is not None and steps_at_start is not None:
+        end = manifest.get("finished_at", updated) if status == DONE else updated
+        steps = (budget if status == DONE else env_steps) - steps_at_start
+        if reference and status == DONE:
+            measured_s, measured_steps = end - started, 0
+        elif steps > 0:
+            measured_s, measured_steps = end - started, steps
+    elapsed = now - started if started is not None and status == RUNNING else 0.0
+    since = now - updated if status == RUNNING else 0.0
+    return RunObservation(kind, reference, budget, status, env_steps, measured_s, measured_steps, max(elapsed, 0.0),
+                          max(since, 0.0))
+
+
+def estimate_remaining(runs: list[RunObservation], workers: int,
+                       priors: dict[tuple[str, str], float] | None = None) -> Eta:  # fmt: skip
+    """Seconds until the last of ``runs`` (in the order they start) ends on ``workers`` workers.
+
+    A run kind's seconds per env step come from its runs' measurements; a kind not measured yet takes its
+    predicted seconds per run from ``priors`` (``harness estimate``'s cache, CPU seconds of a core of its own),
+    times the slowdown the measured kinds show against their priors, else the mean rate of the measured kinds
+    (and is named in ``Eta.guessed``). A running run has ``rate × (budget − env steps)`` left,
+    less the time since its last checkpoint; a pending one ``rate × (budget − env steps)``.
+    """
+    priors = priors or {}
+    sums: dict[tuple[str, str], list[float]] = {}
+    reference_s: list[float] = []
+    for run in runs:
+        if run.reference and run.status == DONE and run.measured_s > 0:
+            reference_s.append(run.measured_s)
+        elif not run.reference and run.measured_steps > 0:
+            total = sums.setdefault(run.kind, [0.0, 0.0])
+            total[0] += run.measured_s
+            total[1] += run.measured_steps
+    rates = {kind: seconds / steps for kind, (seconds, steps) in sums.items()}
+    budgets = {run.kind: run.budget for run in runs if not run.reference}
+    prior_rates = {kind: seconds / budgets[kind] for kind, seconds in priors.items() if budgets.get(kind)}
+    # The priors were measured on a core of their own: scaled by how much slower the measured kinds run here
+    # now than their priors said (a busy machine, more workers than free cores).
+    timed = [kind for kind in sums if kind in prior_rates]
+    slowdown = (sum(sums[k][0] for k in timed) / sum(prior_rates[k] * sums[k][1] for k in timed)) if timed else 1.0
+    for kind, rate in prior_rates.items():
+        rates.setdefault(kind, rate * slowdown)
+    measured_rates = [seconds / steps for seconds, steps in sums.values()]
+    guess = sum(measured_rates) / len(measured_rates) if measured_rates else None
+    reference_run = sum(reference_s) / len(reference_s) if reference_s else 0.0
+    guessed: dict[tuple[str, str], None] = {}
+    busy, queue = [], []
+    for run in runs:
+        if run.status in (DONE, FAILED):
+            continue
+        if run.reference:
+            left = reference_run
+        else:
+            rate = rates.get(run.kind)
+            if rate is None:
+                if guess is None:
+                    return Eta(None)
+                rate, guessed[run.kind] = guess, None
+            left = rate * (run.budget - run.env_steps)
+        if run.status == RUNNING:
+            busy.append(max(left - (run.elapsed_s if run.reference else run.since_update_s), 0.0))
+        else:
+            queue.append(left)
+    return Eta(makespan(queue, workers, busy), tuple(guessed))
 
 
 class Progress:
-    """A one-line view of a suite's progress read from the runs' manifests."""
+    """A one-line view of a suite's progress read from the runs' manifests: runs finished, env steps, and
+    an ETA from each run kind's measured seconds per env step (``estimate_remaining``)."""
 
     def __init__(self, results_dir: Path, keys: list[RunKey], budgets: dict[tuple[str, str], int],
-                 stream: TextIO) -> None:  # fmt: skip
-        self.stores = [RunStore(results_dir, k) for k in keys if k.kind == "learner"]
+                 stream: TextIO, workers: int = 1, priors: dict[tuple[str, str], float] | None = None,
+                 clock: Any = time.time) -> None:  # fmt: skip
+        self.keys = keys  # in the order they start
+        self.all_stores = [RunStore(results_dir, k) for k in keys]
+        self.stores = [s for s in self.all_stores if s.key.kind == "learner"]
         self.budgets = budgets
         self.total_runs = len(keys)
         self.stream = stream
+        self.workers = max(workers, 1)
+        self.priors = priors or {}
+        self.clock = clock
         self.started = time.monotonic()
         self.tty = stream.isatty()
         self.last_print = 0.0
+        # per run: (started_at of the attempt seen running, env steps it resumed from)
+        self._attempts: dict[RunKey, tuple[float, int | None]] = {}
+
+    def eta(self, manifests: dict[RunKey, dict[str, Any] | None], now: float) -> Eta:
+        """The ETA at ``now`` from the runs' manifests (a run without one is pending)."""
+        runs = []
+        for key in self.keys:
+            manifest = manifests.get(key)
+            reference = key.kind == "reference"
+            budget = 0 if reference else self.budgets[(key.algorithm, key.family)]
+            if manifest and manifest.get("status") == RUNNING and manifest.get("started_at") is not None:
+                seen = self._attempts.get(key)
+                if seen is None or seen[0] != manifest["started_at"]:  # a new attempt: where it resumed from
+                    first = int(manifest.get("attempts", 1)) == 1
+                    self._attempts[key] = (manifest["started_at"], 0 if first else int(manifest.get("env_steps", 0)))
+            seen = self._attempts.get(key)
+            steps_at_start = seen[1] if seen and manifest and seen[0] == manifest.get("started_at") else None
+            runs.append(observe((key.algorithm, key.family), reference, budget, manifest, now, steps_at_start))
+        return estimate_remaining(runs, self.workers, self.priors)
 
     def line(self, finished: int, failed: int) -> str:
+        manifests = {store.key: store.manifest() for store in self.all_stores}
         total_steps = sum(self.budgets[(s.key.algorithm, s.key.family)] for s in self.stores)
         done_steps = 0
         for store in self.stores:
-            manifest = store.manifest() or {}
+            manifest = manifests[store.key] or {}
             budget = self.budgets[(store.key.algorithm, store.key.family)]
             done_steps += budget if manifest.get("status") == DONE else min(manifest.get("env_steps", 0), budget)
         elapsed = time.monotonic() - self.started
         fraction = done_steps / total_steps if total_steps else 1.0
-        eta = f"ETA {_format_seconds(elapsed * (1 - fraction) / fraction)}" if 0 < fraction < 1 else "ETA -"
         return (f"runs {finished}/{self.total_runs} finished, {failed} failed | env steps "
                 f"{_format_steps(done_steps)}/{_format_steps(total_steps)} ({100 * fraction:.0f}%) | "
-                f"elapsed {_format_seconds(elapsed)} | {eta}")
+                f"elapsed {format_seconds(elapsed)} | {self.eta(manifests, self.clock()).text()}")
 
     def show(self, finished: int, failed: int, force: bool = False) -> None:
         now = time.monotonic()
@@ -473,7 +630,16 @@ def _prepare_and_drive(suite: Suite, suite_data: dict[str, Any], results_dir: Pa
     for key in previously_failed:
         outcome.failed[key] = (RunStore(results_dir, key).manifest() or {}).get("error") or "failed earlier"
     budgets = {(a.key, f.key): a.budget(f)[0] for a in suite.algorithms for f in suite.families}
-    progress = Progress(results_dir, [c.key for c in contexts], budgets, stream)
+    if ray is not None:
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, logging_level="WARNING")
+        slots = int(ray.cluster_resources().get("CPU", 1)) // max(a.spec.resources.cpus for a in suite.algorithms)
+    else:
+        slots = 1 if pool is None else len(pool.workers)
+    # Costs measured by `harness estimate` on this machine: an ETA for the run kinds not started yet.
+    priors = cached_run_seconds(suite.resolved(), resolve_device(suite.spec.device),
+                                checkpoint_every_s=suite.spec.execution.checkpoint_every_s)
+    progress = Progress(results_dir, [c.key for c in contexts], budgets, stream, max(slots, 1), priors)
 
     def finished() -> int:
         counted = (len(outcome.done) + len(outcome.skipped) + len(outcome.failed) + len(outcome.locked)
@@ -482,8 +648,6 @@ def _prepare_and_drive(suite: Suite, suite_data: dict[str, Any], results_dir: Pa
 
     retries = suite.spec.execution.max_retries if max_retries is None else max_retries
     if ray is not None:
-        if not ray.is_initialized():
-            ray.init(address=address, include_dashboard=False, logging_level="WARNING")
         _check_feasible(suite, contexts, ray.cluster_resources())
         backend: _Backend = _RayBackend(ray, suite)
         where = f"Ray cluster ({ray.cluster_resources().get('CPU', 0):.0f} CPUs)"
