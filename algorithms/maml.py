@@ -63,7 +63,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
 from algorithms.heads import sample_action
-from algorithms.ppo import gae, ppo_loss
+from algorithms.ppo import fit_linear_baseline, gae, ppo_loss
 
 OuterStep = Literal["trpo", "ppo"]
 InnerObjective = Literal["log_likelihood", "likelihood_ratio"]
@@ -406,32 +406,6 @@ def baseline_features(obs: Tensor, step: Tensor) -> Tensor:
     obs = obs.clamp(-10.0, 10.0)
     t = (step.to(obs.dtype) / 100.0).unsqueeze(-1)
     return torch.cat([obs, obs**2, t, t**2, t**3, torch.ones_like(t)], dim=-1)
-
-
-def fit_linear_baseline(features: Tensor, targets: Tensor, mask: Tensor, reg: float) -> Tensor:
-    """Ridge least squares per row: ``w_i = (X_iᵀX_i + reg·I)⁻¹ X_iᵀ y_i`` over the valid steps, in float64.
-
-    As rllab/garage, the ridge grows tenfold (up to 5 times) while the solution is not finite.
-
-    Args:
-        features: ``[N, T, F]``.
-        targets: ``[N, T]`` (discounted returns).
-        mask: ``[N, T]``, 1 on valid steps.
-        reg: ridge coefficient.
-
-    Returns:
-        ``[N, F]`` coefficients, in ``features``' dtype.
-    """
-    x = features.double() * mask.double().unsqueeze(-1)
-    gram = x.transpose(1, 2) @ x
-    rhs = (x.transpose(1, 2) @ targets.double().unsqueeze(-1)).squeeze(-1)
-    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=gram.device)
-    for _ in range(5):
-        coefficients, info = torch.linalg.solve_ex(gram + reg * eye, rhs)
-        if not info.any() and torch.isfinite(coefficients).all():
-            break
-        reg = max(reg * 10.0, 1e-8)
-    return coefficients.to(features.dtype)
 
 
 def compute_advantages(batch: TrialBatch, discount: float, gae_lambda: float, reg: float,

@@ -62,6 +62,32 @@ def steps_since_start(start: np.ndarray) -> np.ndarray:
     return index - last_start
 
 
+def fit_linear_baseline(features: Tensor, targets: Tensor, mask: Tensor, reg: float) -> Tensor:
+    """Ridge least squares per row: ``w_i = (X_iᵀX_i + reg·I)⁻¹ X_iᵀ y_i`` over the valid steps, in float64.
+
+    As rllab/garage, the ridge grows tenfold (up to 5 times) while the solution is not finite.
+
+    Args:
+        features: ``[N, T, F]``.
+        targets: ``[N, T]`` (discounted returns).
+        mask: ``[N, T]``, 1 on valid steps.
+        reg: ridge coefficient.
+
+    Returns:
+        ``[N, F]`` coefficients, in ``features``' dtype.
+    """
+    x = features.double() * mask.double().unsqueeze(-1)
+    gram = x.transpose(1, 2) @ x
+    rhs = (x.transpose(1, 2) @ targets.double().unsqueeze(-1)).squeeze(-1)
+    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=gram.device)
+    for _ in range(5):
+        coefficients, info = torch.linalg.solve_ex(gram + reg * eye, rhs)
+        if not info.any() and torch.isfinite(coefficients).all():
+            break
+        reg = max(reg * 10.0, 1e-8)
+    return coefficients.to(features.dtype)
+
+
 def linear_feature_values(inputs: Tensor, step: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-5) -> Tensor:
     """rllab's ``LinearFeatureBaseline`` fitted to each row (task) on its own and evaluated on it: ``[N, T]``.
 
@@ -78,14 +104,7 @@ def linear_feature_values(inputs: Tensor, step: Tensor, returns: Tensor, mask: T
     x = inputs.double().clamp(-10.0, 10.0)
     t = (step.double() / 100.0).unsqueeze(-1)
     features = torch.cat([x, x**2, t, t**2, t**3, torch.ones_like(t)], dim=-1) * mask.double().unsqueeze(-1)
-    gram = features.transpose(1, 2) @ features
-    rhs = (features.transpose(1, 2) @ returns.double().unsqueeze(-1)).squeeze(-1)
-    eye = torch.eye(gram.shape[-1], dtype=torch.float64, device=gram.device)
-    for _ in range(5):
-        weights, info = torch.linalg.solve_ex(gram + reg * eye, rhs)
-        if not info.any() and torch.isfinite(weights).all():
-            break
-        reg *= 10.0
+    weights = fit_linear_baseline(features, returns, mask, reg)
     return (features @ weights.unsqueeze(-1)).squeeze(-1).to(returns.dtype)
 
 
