@@ -318,6 +318,7 @@ class MAMLPolicy:
     def __init__(self, net: PolicyNet, params: Params, stacked: bool, generator: torch.Generator,
                  explores: bool = False, action_map: ActionNormalization | None = None) -> None:
         self.net, self.params, self.stacked, self.generator = net, params, stacked, generator
+        self.device = next(iter(params.values())).device  # where it acts: its parameters' device
         self.explores, self.action_map = explores, action_map
         self.noise = torch.empty(0)  # reused for the Gaussian noise of every step
         self.samples: list[np.ndarray] | None = []  # pre-clip samples of the current trial (with action_map)
@@ -336,7 +337,7 @@ class MAMLPolicy:
         episode_start: np.ndarray,
         deterministic: bool,
     ) -> np.ndarray:
-        x = torch.from_numpy(obs)
+        x = torch.from_numpy(obs).to(self.device)
         if self.stacked:
             tasks = next(iter(self.params.values())).shape[0]
             if len(x) != tasks:
@@ -344,9 +345,10 @@ class MAMLPolicy:
             out = self.net.forward_stacked(self.params, x)
         else:
             out = self.net.forward_with(self.params, x)
+        out = out.cpu()
         if self.noise.shape != out.shape:
             self.noise = torch.empty(out.shape)
-        log_std = None if self.net.discrete else self.params["log_std"]
+        log_std = None if self.net.discrete else self.params["log_std"].cpu()
         deterministic = deterministic and not self.explores
         actions = sample_action(out, log_std, self.net.discrete, deterministic, self.generator,  # type: ignore[arg-type]
                                 self.noise).numpy()  # a fresh tensor every call: safe to keep
@@ -841,13 +843,16 @@ def trpo_step(parameters: list[nn.Parameter], objective: Callable[[bool], dict[s
 class MAML:
     """MAML with a TRPO or PPO outer step; see the module docstring.
 
-    The network, the inner steps and the outer step run on ``device``; acting stays on the CPU (an
-    MLP over a batch of ~20 observations per env step is launch-latency bound on a GPU), with CPU
-    copies of the meta-parameters or of the adapted ones (on a CPU device: the parameters themselves).
+    The network, the inner steps and the outer step run on ``device``; acting stays on the CPU
+    (``ACTS_ON``: an MLP over a batch of ~20 observations per env step is launch-latency bound on a GPU),
+    with CPU copies of the meta-parameters or of the adapted ones (on a CPU device: the parameters
+    themselves).
     """
 
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+    #: Where acting runs (``algorithms.device``): one MLP forward per env step.
+    ACTS_ON: ClassVar[devices.Acting] = "cpu"
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         # No check of exploration_episodes against env.episodes_per_trial: training trials are
@@ -873,13 +878,11 @@ class MAML:
     def _theta(self) -> Params:
         return dict(self.net.named_parameters())
 
-    def _on_cpu(self, params: Params) -> Params:
-        """``params`` for acting: themselves on a CPU device, else detached CPU copies."""
-        return devices.cpu_tensors(params, self.device)
-
     def _policy(self, params: Params, stacked: bool, generator: torch.Generator, explores: bool = False
                 ) -> MAMLPolicy:  # fmt: skip
-        return MAMLPolicy(self.net, self._on_cpu(params), stacked, generator, explores, self.action_map)
+        """A policy acting with ``params`` where the learner acts: themselves if they live there, else copies."""
+        acting = devices.acting_tensors(params, self.device, devices.acting_device(self.device, self.ACTS_ON))
+        return MAMLPolicy(self.net, acting, stacked, generator, explores, self.action_map)
 
     def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
         """θ's policy, drawing from ``generator`` (``None``: the learner's training generator)."""

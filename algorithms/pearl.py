@@ -212,6 +212,12 @@ class PEARLNets(nn.Module):
         self.target_v.load_state_dict(self.v.state_dict())
         self.target_v.requires_grad_(False)
 
+    def encode(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        """The encoder's factors ``(mean, variance)`` of CPU ``context``, as CPU tensors, wherever the nets are."""
+        device = next(self.encoder.parameters()).device
+        mean, variance = self.encoder(context.to(device))
+        return mean.cpu(), variance.cpu()
+
 
 # --- losses --------------------------------------------------------------------------------------
 
@@ -483,6 +489,7 @@ class PEARLPolicy:
                  use_next_obs: bool, mode: str = "trial", initial: tuple[Tensor, Tensor] | None = None,
                  posterior: Callable[[np.ndarray], tuple[Tensor, Tensor]] | None = None) -> None:
         self.nets, self.generator, self.mode = nets, generator, mode
+        self.device = next(nets.parameters()).device  # where it acts; z, context and noise stay on the CPU
         self.low, self.high, self.use_next_obs = low, high, use_next_obs
         self.initial, self.posterior = initial, posterior
         self.latent_size = nets.encoder.net[-1].out_features // 2
@@ -510,7 +517,7 @@ class PEARLPolicy:
         if not self.pending:
             return
         context, mask = (torch.stack(parts) for parts in zip(*self.pending, strict=True))  # [P, N, ...]
-        mean, variance = self.nets.encoder(context)
+        mean, variance = self.nets.encode(context)
         precision = mask.unsqueeze(-1) / variance.clamp_min(MIN_FACTOR_VARIANCE)
         self.precision += precision.sum(0)
         self.weighted += (mean * precision).sum(0)
@@ -555,7 +562,8 @@ class PEARLPolicy:
         if self.actor_input.shape != (len(obs_t), obs_t.shape[1] + self.latent_size):
             self.actor_input = torch.empty(len(obs_t), obs_t.shape[1] + self.latent_size)
             self.noise = torch.empty(len(obs_t), self.high.size)
-        mean, log_std = self.nets.actor(torch.cat([obs_t, self.z], -1, out=self.actor_input))  # type: ignore[list-item]
+        inputs = torch.cat([obs_t, self.z], -1, out=self.actor_input)  # type: ignore[list-item]
+        mean, log_std = (out.cpu() for out in self.nets.actor(inputs.to(self.device)))
         noise = torch.zeros_like(mean) if deterministic else torch.randn(mean.shape, generator=self.generator,
                                                                          out=self.noise)
         unit = torch.tanh(mean + log_std.exp() * noise).numpy()
@@ -614,6 +622,8 @@ class PEARL:
 
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
+    #: Where acting runs (``algorithms.device``): the actor, and the encoder on new context, per env step.
+    ACTS_ON: ClassVar[devices.Acting] = "cpu"
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         space = env.action_space
@@ -641,9 +651,9 @@ class PEARL:
             torch.manual_seed(int(seeds[3]))
             self.nets = PEARLNets(self.obs_dim, self.action_dim, self.context_dim, config)
         self.nets.to(self.device)  # the gradient steps run here; replay buffers stay on the CPU
-        # Acting (actor and encoder, one small batch per env step) stays on the CPU, where a GPU would be
-        # launch-latency bound; on a CPU device these are the trained networks themselves.
-        self.acting_nets = devices.acting_copy(self.nets, self.device)
+        # Acting (actor and encoder, one small batch per env step) stays on the CPU (ACTS_ON), where a GPU
+        # would be launch-latency bound; on a CPU device these are the trained networks themselves.
+        self.acting_nets = devices.acting_copy(self.nets, self.device, devices.acting_device(self.device, self.ACTS_ON))
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.alpha), device=self.device),
                                       requires_grad=config.auto_entropy)
         groups = [{"params": self.nets.actor.parameters(), "lr": config.policy_lr},
@@ -679,7 +689,7 @@ class PEARL:
         everything gathered since. Its noise continues ``policy``'s generator from where it stands (a copy:
         ``policy`` is not advanced)."""
         rows, _, mask = trial_transitions(exploration, self.low, self.high, self.config.use_next_obs_in_context)
-        mean, variance = self.acting_nets.encoder(rows[..., : self.context_dim])
+        mean, variance = self.acting_nets.encode(rows[..., : self.context_dim])
         precision = mask.float().unsqueeze(-1) / variance.clamp_min(MIN_FACTOR_VARIANCE)  # [N, T, latent]
         generator = torch.Generator()
         generator.set_state(policy.generator.get_state() if isinstance(policy, PEARLPolicy)
@@ -712,7 +722,7 @@ class PEARL:
             if filled:  # the prior for a task whose encoder buffer is still empty (oyster: the first episode)
                 buffers = [self.encoder_buffers[tasks[rows[i]].task_id] for i in filled]
                 context = self._sample(buffers, self.config.context_transitions)[..., : self.context_dim]
-                mean[filled], variance[filled] = product_of_gaussians(*self.acting_nets.encoder(context))
+                mean[filled], variance[filled] = product_of_gaussians(*self.acting_nets.encode(context))
             return mean, variance
 
         return posterior

@@ -181,15 +181,17 @@ def chunk_weights(mask: Tensor, bptt_steps: int | None) -> Tensor:
 
 
 class RL2Policy:
-    """Step-wise policy holding one RNN state per environment; shares the learner's (CPU) network.
+    """Step-wise policy holding one RNN state per environment; shares the learner's acting network.
 
-    One batched RNN step per env step for all environments, under ``inference_mode``; the step's
-    inputs go through one reused buffer (``StepInputs``) and the Gaussian noise into another. All its
-    randomness comes from ``generator``.
+    One batched RNN step per env step for all environments, under ``inference_mode``, on the network's
+    device; the step's inputs are built on the CPU in one reused buffer (``StepInputs``), and the action
+    head's output comes back to the CPU, where the Gaussian noise is drawn into another reused buffer.
+    All its randomness comes from ``generator`` (a CPU generator: the same noise on every device).
     """
 
     def __init__(self, net: RL2Net, generator: torch.Generator) -> None:
         self.net = net
+        self.device = net.log_std.device
         self.generator = generator
         self.hidden: State | None = None
         self.inputs = StepInputs(net.action_dim, net.discrete)
@@ -197,11 +199,12 @@ class RL2Policy:
 
     @torch.inference_mode()  # the state is an inference tensor after act: clear it in the same mode
     def reset(self, new_trial: np.ndarray) -> None:
-        mask = torch.as_tensor(new_trial, dtype=torch.bool)
+        mask = torch.as_tensor(new_trial, dtype=torch.bool).to(self.device)
         states = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
         if states[0] is None or states[0].shape[1] != len(mask):
             lstm = isinstance(self.net.rnn, nn.LSTM)
-            zeros = [torch.zeros(1, len(mask), self.net.rnn.hidden_size) for _ in range(2 if lstm else 1)]
+            zeros = [torch.zeros(1, len(mask), self.net.rnn.hidden_size, device=self.device)
+                     for _ in range(2 if lstm else 1)]
             self.hidden = (zeros[0], zeros[1]) if lstm else zeros[0]
             self.noise = torch.empty(len(mask), self.net.action_dim)
         else:
@@ -220,9 +223,9 @@ class RL2Policy:
         x = self.inputs(obs, prev_action, prev_reward, episode_start)
         if self.net.reset_inputs:  # the same zeros as RL2Net.augment, written into the step's buffer
             self.inputs.buffer[np.asarray(episode_start, bool), self.net.obs_dim:] = 0.0
-        features, self.hidden = self.net.rnn(x.unsqueeze(1), self.hidden)
-        out = self.net.policy_head(features[:, 0])
-        return sample_action(out, self.net.log_std, self.net.discrete, deterministic, self.generator,
+        features, self.hidden = self.net.rnn(x.to(self.device).unsqueeze(1), self.hidden)
+        out = self.net.policy_head(features[:, 0]).cpu()
+        return sample_action(out, self.net.log_std.cpu(), self.net.discrete, deterministic, self.generator,
                              self.noise).numpy()
 
 
@@ -252,6 +255,8 @@ class RL2:
     }
     exploration_episodes: int | None = None
     samples_own_tasks = False
+    #: Where acting runs (``algorithms.device``): one GRU/LSTM step per env step.
+    ACTS_ON: ClassVar[devices.Acting] = "cpu"
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         self.env = env
@@ -263,9 +268,9 @@ class RL2:
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
             self.net = RL2Net(obs_dim, env.action_space, config)
         self.net.to(self.device)
-        # Acting stays on the CPU: one RNN step over a batch of ~20 environments is launch-latency bound
-        # on a GPU. On a CPU device the acting network is the trained one (no copy).
-        self.acting_net = devices.acting_copy(self.net, self.device)
+        # Acting stays on the CPU (ACTS_ON): one RNN step over a batch of ~20 environments is launch-latency
+        # bound on a GPU. Where acting and training share a device the acting network is the trained one.
+        self.acting_net = devices.acting_copy(self.net, self.device, devices.acting_device(self.device, self.ACTS_ON))
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=config.adam_eps)
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
         self.iterations = 0

@@ -754,6 +754,8 @@ class TrMRL:
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     exploration_episodes: int | None = None
     samples_own_tasks = False
+    #: Where acting runs (``algorithms.device``): a transformer pass over every task's window per env step.
+    ACTS_ON: ClassVar[devices.Acting] = "device"
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         self.env = env
@@ -764,10 +766,11 @@ class TrMRL:
         with torch.random.fork_rng(devices=[]):  # built on the CPU: the same initial weights on any device
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
             self.net = TrMRLNet(obs_dim, env.action_space, config)
-        # Acting runs on this device too (TrMRLPolicy): the paper's step re-reads 20 windows × 5 tokens
-        # through 4 blocks of width 128 (~80 M multiply-adds), compute that a GPU does in a fraction of
-        # the ~4 ms one CPU core needs, for one host-device round trip per env step.
         self.net.to(self.device)
+        # Acting runs on this device too (ACTS_ON): the paper's step re-reads 20 windows × 5 tokens through
+        # 4 blocks of width 128 (~80 M multiply-adds), compute that a GPU does in a fraction of the ~4 ms
+        # one CPU core needs, for one host-device round trip per env step.
+        self.acting_net = devices.acting_copy(self.net, self.device, devices.acting_device(self.device, self.ACTS_ON))
         value_parameters = self.net.value_parameters()
         if config.shared_value and config.value_update == "separate_epochs":
             # The release's GaussianMLPValueFunction holds the policy as a submodule: its optimiser
@@ -783,7 +786,7 @@ class TrMRL:
 
     def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
         """A policy drawing its action noise from ``generator`` (None: the training generator)."""
-        return TrMRLPolicy(self.net, self.generator if generator is None else generator)
+        return TrMRLPolicy(self.acting_net, self.generator if generator is None else generator)
 
     def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
         return policy  # adaptation is in the attention memory
@@ -874,6 +877,7 @@ class TrMRL:
             if "value_std" in value_logs:
                 logs["value_std"] = value_logs["value_std"]
         self.iterations += 1
+        devices.refresh(self.acting_net, self.net)
         logs["train_return"] = float(batch.episode_returns.mean())
         logs["policy_lr"] = policy_optimiser.param_groups[0]["lr"]
         logs["value_lr"] = value_optimiser.param_groups[0]["lr"]
@@ -912,6 +916,7 @@ class TrMRL:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])  # copies into the parameters, wherever they live
+        devices.refresh(self.acting_net, self.net)
         self.optimisers.policy.load_state_dict(state["policy_optimiser"])
         self.optimisers.value.load_state_dict(state["value_optimiser"])
         self.generator.set_state(state["generator"])

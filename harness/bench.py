@@ -32,7 +32,10 @@ Cases (``CASES``):
   search) on one meta-batch collected once, state restored before each round: samples/s is the pre- and
   post-update env steps over the step's seconds, over the bare env's steps/s.
 
-PyTorch runs ``THREADS`` intra-op thread(s), as the harness's workers do (one worker per core).
+PyTorch runs ``THREADS`` intra-op thread(s), as the harness's workers do (one worker per core). With
+``--device cuda`` the learners train (and TrMRL acts) on the GPU, as a run with ``device: cuda`` does;
+``--acting cpu|device`` overrides where every learner acts (``algorithms.device.acting_on``), to check
+that each learner's own choice is the faster one.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Task, TrialBatch, learner_class
 from harness import seeding
 from harness.rollout import Sampler
@@ -63,7 +67,8 @@ THREADS = 1
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big the cases are; the defaults are TrMRL's locomotion and ML1 settings (DESIGN.md §9)."""
+    """How big the cases are, and where they run; the defaults are TrMRL's locomotion and ML1 settings
+    (DESIGN.md §9), on the CPU."""
 
     tasks: int = field(default=20, metadata={"doc": "halfcheetah_vel tasks (one env each)"})
     episodes: int = field(default=2, metadata={"doc": "episodes per trial"})
@@ -78,6 +83,10 @@ class Sizes:
     )
     maml_trials_per_task: int | None = field(
         default=None, metadata={"doc": "maml_trpo: pooled trials per task (None: the preset's 20)"}
+    )
+    device: str = field(default="cpu", metadata={"doc": "the learners' training device: cpu, cuda, cuda:N"})
+    acting: devices.Acting | None = field(
+        default=None, metadata={"doc": "where every learner acts: cpu, device, or None (each learner's own choice)"}
     )
 
 
@@ -288,17 +297,25 @@ def _setting(name: str, params: dict[str, Any], tasks: int, episodes: int) -> _S
     return _Setting(family, split["train"], sampler, info)
 
 
-def _learner(algorithm: str, info: MetaEnvInfo, preset: str | None, **overrides: Any) -> Any:
-    """A learner from its preset (``None`` or a preset it lacks: its default config), seed 0, on the CPU."""
+def _learner(algorithm: str, info: MetaEnvInfo, preset: str | None, sizes: Sizes, **overrides: Any) -> Any:
+    """A learner from its preset (``None`` or a preset it lacks: its default config), seed 0, on
+    ``sizes.device``, acting where ``sizes.acting`` says."""
     cls = learner_class(algorithm)
-    return cls(info, cls.Config(**{**cls.presets.get(preset or "", {}), **overrides}), seed=0)
+    with devices.acting_on(sizes.acting):
+        return cls(info, cls.Config(**{**cls.presets.get(preset or "", {}), **overrides}), seed=0, device=sizes.device)
+
+
+def _synchronize(device: str) -> None:
+    """Wait for the device's queued work, so that a timer read after it counts that work (CUDA only)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 # --- cases -------------------------------------------------------------------------------------------
 
 
 def _sampling(name: str, note: str, target: tuple[str, float] | None, metaworld: bool,
-              policy_for: Callable[[MetaEnvInfo], Callable[[], Policy]]) -> Case:
+              policy_for: Callable[[MetaEnvInfo, Sizes], Callable[[], Policy]]) -> Case:
     """A sampling case on halfcheetah_vel, or on ML1 reach (``metaworld``)."""
     def build(sizes: Sizes) -> Measurement:
         if metaworld:
@@ -308,7 +325,7 @@ def _sampling(name: str, note: str, target: tuple[str, float] | None, metaworld:
         else:
             setting = _setting("halfcheetah_vel", {"episode_steps": sizes.episode_steps}, sizes.tasks, sizes.episodes)
             bare = halfcheetah_bare(sizes.tasks, sizes.episodes * sizes.episode_steps)
-        policy = policy_for(setting.info)
+        policy = policy_for(setting.info, sizes)
 
         def run_case() -> float:
             fresh = policy()  # a new exploration policy per trial, as training and evaluation make them
@@ -326,14 +343,15 @@ def _sampling(name: str, note: str, target: tuple[str, float] | None, metaworld:
     return Case(name, "sampling", build, rounds=2, warmup=0 if metaworld else 1)
 
 
-def _random(info: MetaEnvInfo) -> Callable[[], Policy]:
+def _random(info: MetaEnvInfo, sizes: Sizes) -> Callable[[], Policy]:
     policy = RandomPolicy(info.action_space)  # type: ignore[arg-type]
     return lambda: policy
 
 
-def _exploration(algorithm: str, preset: str, **overrides: Any) -> Callable[[MetaEnvInfo], Callable[[], Policy]]:
-    def policy_for(info: MetaEnvInfo) -> Callable[[], Policy]:
-        return _learner(algorithm, info, preset, **overrides).exploration_policy
+def _exploration(algorithm: str, preset: str, **overrides: Any
+                 ) -> Callable[[MetaEnvInfo, Sizes], Callable[[], Policy]]:  # fmt: skip
+    def policy_for(info: MetaEnvInfo, sizes: Sizes) -> Callable[[], Policy]:
+        return _learner(algorithm, info, preset, sizes, **overrides).exploration_policy
 
     return policy_for
 
@@ -346,8 +364,9 @@ def _cache(sizes: Sizes) -> Measurement:
                        episodes, steps)
     config = replace(Config(**PRESETS["halfcheetah_vel"]), attention="sliding", memory_span="trial",
                      working_memory=episodes * steps)
-    net = TrMRL(info, config, seed=0).net
+    net = TrMRL(info, config, seed=0, device=sizes.device).net
     tokens = torch.randn(episodes * steps, tasks, net.token_dim, generator=torch.Generator().manual_seed(0))
+    tokens = tokens.to(net.device)
     timed = np.linspace(steps, episodes * steps - 1, min(sizes.cache_samples, steps)).astype(int)
 
     @torch.inference_mode()
@@ -356,9 +375,11 @@ def _cache(sizes: Sizes) -> Measurement:
         policy.reset(np.ones(tasks, bool))
         for t in range(steps):  # the first episode fills the memory
             policy.memory.step(tokens[t])
+        _synchronize(sizes.device)
         start = time.perf_counter()
         for t in range(steps, episodes * steps):
             policy.memory.step(tokens[t])
+        _synchronize(sizes.device)
         return steps / (time.perf_counter() - start)
 
     @torch.inference_mode()
@@ -368,8 +389,10 @@ def _cache(sizes: Sizes) -> Measurement:
         seconds, position = 0.0, 0
         for t in timed:  # reach step t without computing the steps before it, then time that one step
             memory.skip(tokens[position:t])
+            _synchronize(sizes.device)
             start = time.perf_counter()
             memory.step(tokens[t])
+            _synchronize(sizes.device)
             seconds += time.perf_counter() - start
             position = t + 1
         return len(timed) / seconds
@@ -383,7 +406,7 @@ def _update(name: str, algorithm: str) -> Case:
     def build(sizes: Sizes) -> Measurement:
         setting = _setting("halfcheetah_vel", {"episode_steps": sizes.episode_steps}, sizes.tasks, sizes.episodes)
         overrides = {} if sizes.update_epochs is None else {"epochs": sizes.update_epochs}
-        learner = _learner(algorithm, setting.info, "halfcheetah_vel", **overrides)
+        learner = _learner(algorithm, setting.info, "halfcheetah_vel", sizes, **overrides)
         batch = setting.sampler.collect(learner.exploration_policy(), setting.tasks, sizes.episodes)
         initial = copy.deepcopy(learner.state_dict())
         bare = halfcheetah_bare(sizes.tasks, sizes.episodes * sizes.episode_steps)
@@ -391,8 +414,10 @@ def _update(name: str, algorithm: str) -> Case:
 
         def run_case() -> float:
             learner.load_state_dict(copy.deepcopy(initial))  # every round the same update, from the same state
+            _synchronize(sizes.device)
             start = time.perf_counter()
             learner.train_iteration(replay, setting.tasks)
+            _synchronize(sizes.device)
             return batch.env_steps / (time.perf_counter() - start)
 
         cfg = learner.config
@@ -412,7 +437,7 @@ def _update(name: str, algorithm: str) -> Case:
 
 def _pearl_iteration(sizes: Sizes) -> Measurement:
     setting = _setting("halfcheetah_vel", {"episode_steps": sizes.episode_steps}, sizes.tasks, sizes.episodes)
-    learner = _learner("pearl", setting.info, "halfcheetah_vel", gradient_steps=sizes.pearl_gradient_steps)
+    learner = _learner("pearl", setting.info, "halfcheetah_vel", sizes, gradient_steps=sizes.pearl_gradient_steps)
     preset_steps = int(learner.presets["halfcheetah_vel"]["gradient_steps"])
     learner.train_iteration(setting.sampler, setting.tasks)  # iteration 0: initial data on every task
     initial = copy.deepcopy(learner.state_dict())
@@ -422,8 +447,10 @@ def _pearl_iteration(sizes: Sizes) -> Measurement:
     def run_case() -> float:
         learner.load_state_dict(copy.deepcopy(initial))  # every round the same iteration, from the same state
         sampler, env_steps = TimedSampler(setting.sampler), setting.sampler.env_steps
+        _synchronize(sizes.device)
         start = time.perf_counter()
         learner.train_iteration(sampler, setting.tasks)
+        _synchronize(sizes.device)
         seconds = time.perf_counter() - start
         step_s = (seconds - sampler.seconds) / sizes.pearl_gradient_steps  # storing the data counts as training
         timings.append((setting.sampler.env_steps - env_steps, sampler.seconds, step_s))
@@ -445,7 +472,7 @@ def _pearl_iteration(sizes: Sizes) -> Measurement:
 def _maml_trpo(sizes: Sizes) -> Measurement:
     setting = _setting("halfcheetah_vel", {"episode_steps": sizes.episode_steps}, sizes.tasks, sizes.episodes)
     overrides = {} if sizes.maml_trials_per_task is None else {"trials_per_task": sizes.maml_trials_per_task}
-    learner = _learner("maml", setting.info, "halfcheetah_vel", **overrides)
+    learner = _learner("maml", setting.info, "halfcheetah_vel", sizes, **overrides)
     pre, post, _ = learner.collect_meta_batch(setting.sampler, setting.tasks)
     setting.sampler.close()
     initial = copy.deepcopy(learner.state_dict())
@@ -454,8 +481,10 @@ def _maml_trpo(sizes: Sizes) -> Measurement:
 
     def run_case() -> float:
         learner.load_state_dict(copy.deepcopy(initial))  # every round the same step, from the same θ
+        _synchronize(sizes.device)
         start = time.perf_counter()
         learner.outer_step(pre, post)
+        _synchronize(sizes.device)
         return samples / (time.perf_counter() - start)
 
     cfg = learner.config
@@ -547,15 +576,17 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"  # 2.9, not 3, for slow baselines
 
 
-def describe_machine() -> str:
-    """One line: the CPU, its cores, and PyTorch's version and threads during measurements."""
+def describe_machine(device: str = "cpu") -> str:
+    """One line: the CPU, its cores, the GPU where ``device`` is one, and PyTorch's version and threads during
+    measurements."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
             cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__} with {THREADS} intra-op thread(s)"
+    gpu = f"; {device}: {torch.cuda.get_device_name(device)}" if device.startswith("cuda") else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__} with {THREADS} intra-op thread(s)"
 
 
 # --- the `bench` subcommand --------------------------------------------------------------------------
@@ -590,6 +621,10 @@ def register(subparsers: Any) -> None:
                        "(default: %(default)s)")
     bench.add_argument("--maml-trials-per-task", type=int, default=None,
                        help="maml_trpo: pooled trials per task (default: the preset's 20)")
+    bench.add_argument("--device", default="cpu",
+                       help="the learners' training device: cpu (default), cuda or cuda:N (TrMRL acts there too)")
+    bench.add_argument("--acting", default=None, choices=("cpu", "device"),
+                       help="where every learner acts, overriding each one's own choice (default: its own)")
     bench.set_defaults(handler=run_command)
 
 
@@ -609,11 +644,16 @@ def run_command(args: argparse.Namespace) -> int:
     if args.update_epochs is not None and args.update_epochs < 1:
         print("error: --update-epochs: must be >= 1", file=sys.stderr)
         return 2
+    try:
+        device = str(devices.resolve(args.device))
+    except ValueError as error:
+        print(f"error: --{error}", file=sys.stderr)
+        return 2
     sizes = Sizes(tasks=args.tasks, episode_steps=args.episode_steps, metaworld_tasks=args.metaworld_tasks,
                   metaworld_episode_steps=args.metaworld_episode_steps, cache_steps=args.cache_steps,
                   update_epochs=args.update_epochs, pearl_gradient_steps=args.pearl_gradient_steps,
-                  maml_trials_per_task=args.maml_trials_per_task)
-    print(f"bench: {describe_machine()}", file=sys.stderr)
+                  maml_trials_per_task=args.maml_trials_per_task, device=device, acting=args.acting)
+    print(f"bench: {describe_machine(device)}", file=sys.stderr)
     rows = []
     started = time.perf_counter()
     for i, name in enumerate(names, 1):
@@ -628,7 +668,8 @@ def run_command(args: argparse.Namespace) -> int:
                   flush=True)
 
         rows.append(measure(case, sizes, rounds, case.warmup, progress))
-    print(f"torch threads: {THREADS}; sizes: {sizes}")
+    print(f"{describe_machine(device)}; acting: {args.acting or 'each learner where it says (ACTS_ON)'}")
+    print(f"sizes: {sizes}")
     print(format_table(rows))
     missed = [row.case for row in rows if row.met is False]
     print(f"{len(rows)} cases in {time.perf_counter() - started:.0f} s; targets missed: {', '.join(missed) or 'none'}")

@@ -38,7 +38,7 @@ def test_bench_smoke_every_case_gives_one_row_of_the_table(capsys: pytest.Captur
     assert rows["mlp"][4:7] == ["≥", "0.8", rows["mlp"][6]] and rows["mlp"][6] in ("yes", "no")
     assert rows["trmrl_cache"][4:6] == ["≤", "0.2"]
     assert rows["random"][4:6] == ["—", "—"]  # no target
-    assert "threads: 1" in out and "targets missed:" in lines[-1]
+    assert "with 1 intra-op thread(s); acting: each learner where it says" in out and "targets missed:" in lines[-1]
     for name in bench.CASES:  # progress went to stderr, case by case
         assert f"] {name}:" in err
 
@@ -50,6 +50,18 @@ def test_bench_rejects_unknown_cases_and_bad_sizes(capsys: pytest.CaptureFixture
     args = _parse(["--cases", "mlp", "--rounds", "0"])
     assert args.handler(args) == 2
     assert "--rounds: must be >= 1" in capsys.readouterr().err
+    args = _parse(["--cases", "mlp", "--device", "gpu0"])
+    assert args.handler(args) == 2
+    assert "--device: 'gpu0' is not a torch device" in capsys.readouterr().err
+
+
+def test_bench_acting_moves_every_learner_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _parse([*TINY, "--cases", "gru,trmrl", "--acting", "device"])
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    assert "acting: device" in out and "device='cpu', acting='device'" in out
+    with pytest.raises(SystemExit):
+        _parse(["--acting", "gpu"])
 
 
 def test_bench_is_a_subcommand_of_the_cli(capsys: pytest.CaptureFixture[str]) -> None:

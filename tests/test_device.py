@@ -99,20 +99,22 @@ def test_checkpoints_hold_cpu_tensors_only_and_load_with_weights_only(algorithm:
     assert all(torch.equal(x, y) for x, y in zip(_tensors(state), again, strict=True))
 
 
-@pytest.mark.parametrize("algorithm", ["rl2", "maml", "pearl"])
-def test_acting_with_cpu_copies_refreshed_after_each_update_leaves_the_run_unchanged(
+@pytest.mark.parametrize("algorithm", list(CONFIGS))
+def test_acting_with_copies_refreshed_after_each_update_leaves_the_run_unchanged(
     algorithm: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RL², MAML and PEARL act on the CPU; on a GPU they act with CPU copies of their networks (or of MAML's
-    parameters), refreshed after every update and checkpoint load. Forcing the copies on the CPU must not
-    change a single number: a stale copy would act with old parameters and the evaluation would differ."""
+    parameters), refreshed after every update and checkpoint load (TrMRL likewise, when told to act on the
+    CPU). Forcing the copies on the CPU must not change a single number: a stale copy would act with old
+    parameters and the evaluation would differ."""
     copies = {"rl2": lambda learner: learner.acting_net is not learner.net,
+              "trmrl": lambda learner: learner.acting_net is not learner.net,
               "pearl": lambda learner: learner.acting_nets is not learner.nets,
               "maml": lambda learner: all(p is not q for p, q in zip(learner.exploration_policy().params.values(),
                                                                      learner.net.parameters(), strict=True))}
     normal = _run(algorithm, "cpu")
     assert not copies[algorithm](normal[0])
-    monkeypatch.setattr(devices, "shares_cpu_tensors", lambda device: False)
+    monkeypatch.setattr(devices, "shares_tensors", lambda device, acting: False)
     copied = _run(algorithm, "cpu")
     assert copies[algorithm](copied[0])
     _assert_same_run(normal, copied)
@@ -139,13 +141,63 @@ def test_cpu_state_keeps_the_structure_and_cpu_tensors_themselves() -> None:
     assert isinstance(moved["b"][1], tuple) and moved["b"][1][1] == 3 and moved["c"] == "text"
 
 
-def test_acting_copy_is_the_module_on_the_cpu_and_a_refreshed_copy_elsewhere() -> None:
-    net = nn.Linear(3, 2)
-    assert devices.acting_copy(net, torch.device("cpu")) is net
-    copy = devices.acting_copy(net, torch.device("meta"))  # any device other than the CPU: a CPU copy
+def test_acting_copy_is_the_module_on_its_own_device_and_a_refreshed_copy_elsewhere() -> None:
+    net, cpu = nn.Linear(3, 2), torch.device("cpu")
+    assert devices.acting_copy(net, cpu, cpu) is net
+    copy = devices.acting_copy(net, torch.device("meta"), cpu)  # trained elsewhere than the CPU: a CPU copy
     assert copy is not net and copy.weight.device.type == "cpu" and torch.equal(copy.weight, net.weight)
     with torch.no_grad():
         net.weight.add_(1.0)
     assert not torch.equal(copy.weight, net.weight)
     devices.refresh(copy, net)
     assert torch.equal(copy.weight, net.weight) and copy.weight is not net.weight
+
+
+def test_each_learner_acts_where_it_says_unless_told_otherwise() -> None:
+    """``ACTS_ON`` picks the acting device relative to the training device; ``acting_on`` overrides it for the
+    learners built inside it, and only there."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda:0")  # a name only: nothing is allocated
+    assert {name: learner_class(name).ACTS_ON for name in CONFIGS} == {
+        "rl2": "cpu", "trmrl": "device", "maml": "cpu", "pearl": "cpu"}
+    assert devices.acting_device(gpu, "cpu") == cpu and devices.acting_device(gpu, "device") == gpu
+    with devices.acting_on("device"):
+        assert devices.acting_device(gpu, "cpu") == gpu
+        with devices.acting_on(None):  # the learner's own choice again
+            assert devices.acting_device(gpu, "cpu") == cpu
+    with devices.acting_on("cpu"):
+        assert devices.acting_device(gpu, "device") == cpu
+    assert devices.acting_device(gpu, "device") == gpu  # restored on leaving the block
+    with pytest.raises(ValueError, match="'gpu' is not 'cpu' or 'device'"), devices.acting_on("gpu"):  # type: ignore[arg-type]
+        pass
+
+
+@pytest.mark.parametrize("algorithm", list(CONFIGS))
+def test_on_a_cpu_device_acting_on_the_cpu_or_on_the_device_is_one_and_the_same(algorithm: str) -> None:
+    """On a CPU device both choices act with the trained tensors themselves: the same run, bit for bit."""
+    with devices.acting_on("cpu"):
+        on_cpu = _run(algorithm, "cpu")
+    with devices.acting_on("device"):
+        on_device = _run(algorithm, "cpu")
+    _assert_same_run(on_cpu, on_device)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+@pytest.mark.parametrize("algorithm", list(CONFIGS))
+def test_on_a_gpu_acting_on_the_cpu_or_on_the_gpu_gives_the_same_run_up_to_rounding(algorithm: str) -> None:
+    """Training on CUDA, acting with CPU copies or with the trained networks on the GPU: the same actions
+    (the noise is drawn on the CPU either way) up to floating-point rounding, so the same logs and weights
+    to a loose tolerance after two iterations."""
+    with devices.acting_on("cpu"):
+        on_cpu = _run(algorithm, "cuda")
+    with devices.acting_on("device"):
+        on_gpu = _run(algorithm, "cuda")
+    assert on_cpu[0].exploration_policy().device.type == "cpu"
+    assert on_gpu[0].exploration_policy().device.type == "cuda"
+    for x, y in zip(on_cpu[2], on_gpu[2], strict=True):
+        np.testing.assert_allclose(x.actions, y.actions, rtol=1e-3, atol=1e-3)
+    for a, b in zip(on_cpu[1], on_gpu[1], strict=True):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[k] for k in a], [b[k] for k in a], rtol=1e-2, atol=1e-3)
+    for x, y in zip(_tensors(on_cpu[0].state_dict()), _tensors(on_gpu[0].state_dict()), strict=True):
+        if x.is_floating_point():
+            torch.testing.assert_close(x, y, rtol=1e-2, atol=1e-3)
