@@ -2,7 +2,7 @@
 
 Every learner builds its networks on the CPU (so a seed gives the same initial weights on any device),
 then moves them to ``device`` for its updates. Acting (one batched call per env step) happens where a
-learner says (``ACTS_ON``: ``"cpu"`` or ``"device"``), with a copy of its acting network there refreshed
+learner says (its ``acts_on(config)``: ``"cpu"`` or ``"device"``), with a copy of its acting network there refreshed
 after every update; where acting and training share a device that copy *is* the trained network, so
 nothing is copied and CPU runs stay bit-identical. ``acting_on`` overrides every learner's choice for
 the learners built inside it (``harness bench --acting``, to check that each choice is the faster one).

@@ -844,15 +844,19 @@ class MAML:
     """MAML with a TRPO or PPO outer step; see the module docstring.
 
     The network, the inner steps and the outer step run on ``device``; acting stays on the CPU
-    (``ACTS_ON``: an MLP over a batch of ~20 observations per env step is launch-latency bound on a GPU),
+    (``acts_on``: an MLP over a batch of ~20 observations per env step is launch-latency bound on a GPU),
     with CPU copies of the meta-parameters or of the adapted ones (on a CPU device: the parameters
     themselves).
     """
 
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
-    #: Where acting runs (``algorithms.device``): one MLP forward per env step.
-    ACTS_ON: ClassVar[devices.Acting] = "cpu"
+
+    @staticmethod
+    def acts_on(config: Config) -> devices.Acting:
+        """Where acting runs (``algorithms.device``): one small MLP forward per env step, faster on the CPU
+        (README, "Throughput and GPUs")."""
+        return "cpu"
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         # No check of exploration_episodes against env.episodes_per_trial: training trials are
@@ -871,6 +875,7 @@ class MAML:
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
             self.net = PolicyNet(obs_dim, env.action_space, config.hidden_sizes, config.init_std)
         self.net.to(self.device)
+        self.acting_device = devices.acting_device(self.device, self.acts_on(config))  # where its policies act
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.ppo_lr)  # the PPO outer step's
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
         self.iterations = 0
@@ -881,7 +886,7 @@ class MAML:
     def _policy(self, params: Params, stacked: bool, generator: torch.Generator, explores: bool = False
                 ) -> MAMLPolicy:  # fmt: skip
         """A policy acting with ``params`` where the learner acts: themselves if they live there, else copies."""
-        acting = devices.acting_tensors(params, self.device, devices.acting_device(self.device, self.ACTS_ON))
+        acting = devices.acting_tensors(params, self.device, self.acting_device)
         return MAMLPolicy(self.net, acting, stacked, generator, explores, self.action_map)
 
     def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:

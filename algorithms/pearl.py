@@ -622,8 +622,12 @@ class PEARL:
 
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
-    #: Where acting runs (``algorithms.device``): the actor, and the encoder on new context, per env step.
-    ACTS_ON: ClassVar[devices.Acting] = "cpu"
+
+    @staticmethod
+    def acts_on(config: Config) -> devices.Acting:
+        """Where acting runs (``algorithms.device``): the actor, and the encoder on new context, per env step;
+        faster on the CPU (README, "Throughput and GPUs")."""
+        return "cpu"
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         space = env.action_space
@@ -651,9 +655,10 @@ class PEARL:
             torch.manual_seed(int(seeds[3]))
             self.nets = PEARLNets(self.obs_dim, self.action_dim, self.context_dim, config)
         self.nets.to(self.device)  # the gradient steps run here; replay buffers stay on the CPU
-        # Acting (actor and encoder, one small batch per env step) stays on the CPU (ACTS_ON), where a GPU
+        # Acting (actor and encoder, one small batch per env step) stays on the CPU (acts_on), where a GPU
         # would be launch-latency bound; on a CPU device these are the trained networks themselves.
-        self.acting_nets = devices.acting_copy(self.nets, self.device, devices.acting_device(self.device, self.ACTS_ON))
+        self.acting_device = devices.acting_device(self.device, self.acts_on(config))
+        self.acting_nets = devices.acting_copy(self.nets, self.device, self.acting_device)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(config.alpha), device=self.device),
                                       requires_grad=config.auto_entropy)
         groups = [{"params": self.nets.actor.parameters(), "lr": config.policy_lr},

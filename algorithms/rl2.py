@@ -255,8 +255,12 @@ class RL2:
     }
     exploration_episodes: int | None = None
     samples_own_tasks = False
-    #: Where acting runs (``algorithms.device``): one GRU/LSTM step per env step.
-    ACTS_ON: ClassVar[devices.Acting] = "cpu"
+
+    @staticmethod
+    def acts_on(config: Config) -> devices.Acting:
+        """Where acting runs (``algorithms.device``): one GRU/LSTM step per env step, no slower on the CPU
+        (README, "Throughput and GPUs")."""
+        return "cpu"
 
     def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
         self.env = env
@@ -268,9 +272,10 @@ class RL2:
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
             self.net = RL2Net(obs_dim, env.action_space, config)
         self.net.to(self.device)
-        # Acting stays on the CPU (ACTS_ON): one RNN step over a batch of ~20 environments is launch-latency
+        # Acting stays on the CPU (acts_on): one RNN step over a batch of ~20 environments is launch-latency
         # bound on a GPU. Where acting and training share a device the acting network is the trained one.
-        self.acting_net = devices.acting_copy(self.net, self.device, devices.acting_device(self.device, self.ACTS_ON))
+        self.acting_device = devices.acting_device(self.device, self.acts_on(config))
+        self.acting_net = devices.acting_copy(self.net, self.device, self.acting_device)
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=config.adam_eps)
         self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
         self.iterations = 0

@@ -668,7 +668,7 @@ def run_command(args: argparse.Namespace) -> int:
                   flush=True)
 
         rows.append(measure(case, sizes, rounds, case.warmup, progress))
-    print(f"{describe_machine(device)}; acting: {args.acting or 'each learner where it says (ACTS_ON)'}")
+    print(f"{describe_machine(device)}; acting: {args.acting or 'each learner where it says (acts_on)'}")
     print(f"sizes: {sizes}")
     print(format_table(rows))
     missed = [row.case for row in rows if row.met is False]
