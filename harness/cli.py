@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from harness.references import references_for
 from harness.spec import SpecError, Suite, check_splits, load_suite
 
 
@@ -315,6 +316,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     info = family.describe()
     info["parameters"] = {name: {"default": json.loads(json.dumps(f.default, default=str)), "doc": f.description}
                           for name, f in cls.Params.model_fields.items()}
+    # Offered at the default parameters; a suite evaluates the standard ones unless its family entry names its own.
+    info["references"] = {name: ("" if getattr(ref, "standard", True) else "(run when named) ") + ref.description
+                          for name, ref in references_for(family).items()}
     doc = textwrap.dedent(info.pop("doc", ""))
     print(f"{info['family']} (version {info['version']})\n\n{doc.strip()}\n")
     print(yaml.safe_dump(info, sort_keys=False, allow_unicode=True, width=120))

@@ -53,11 +53,13 @@ PolicyFactory = Callable[[Sequence[Task], int, np.random.Generator], Policy]
 
 @dataclass(frozen=True)
 class _Reference:
-    """A ``Reference`` built from a policy factory."""
+    """A ``Reference`` built from a policy factory; ``standard``: evaluated on the family unless a suite's
+    family entry names its own ``references`` (the others are offered, run only when named)."""
 
     name: str
     description: str
     make: PolicyFactory
+    standard: bool = True
 
     def policy(self, tasks: Sequence[Task], episodes_per_trial: int, rng: np.random.Generator) -> Policy:
         if not tasks:
@@ -67,16 +69,36 @@ class _Reference:
         return self.make(tasks, episodes_per_trial, rng)
 
 
-def references_for(family: TaskFamily, episodes_per_trial: int | None = None) -> dict[str, Reference]:
-    """The reference policies of a family instance for trials of ``episodes_per_trial`` episodes
-    (default: the family's), keyed by name; ``{}`` for families without any."""
-    builders: dict[str, Callable[[TaskFamily, int], dict[str, Reference]]] = {
+def references_for(family: TaskFamily, episodes_per_trial: int | None = None,
+                   train_tasks: Sequence[Task] = ()) -> dict[str, Reference]:  # fmt: skip
+    """Every reference policy offered for a family instance and trials of ``episodes_per_trial`` episodes
+    (default: the family's), keyed by name; ``{}`` for families without any. ``train_tasks``: the family's
+    training split, on which the references that tune a parameter tune it (the first time they are used)."""
+    builders: dict[str, Callable[[TaskFamily, int, Sequence[Task]], dict[str, Reference]]] = {
         "bandit": _bandit_references,
         "point_nav": _point_nav_references,
         "tabular_mdp": _tabular_mdp_references,
     }
     build = builders.get(family.name)
-    return build(family, episodes_per_trial or family.default_episodes_per_trial) if build is not None else {}
+    episodes = episodes_per_trial or family.default_episodes_per_trial
+    return build(family, episodes, train_tasks) if build is not None else {}
+
+
+def selected_references(family: TaskFamily, episodes_per_trial: int | None = None, names: Sequence[str] | None = None,
+                        train_tasks: Sequence[Task] = ()) -> dict[str, Reference]:  # fmt: skip
+    """The references a suite evaluates on a family: those ``names`` (a family entry's ``references``), in that
+    order, or the standard set where ``names`` is ``None``.
+
+    Raises:
+        KeyError: a name the family does not offer (a suite is validated against this before it runs).
+    """
+    offered = references_for(family, episodes_per_trial, train_tasks)
+    if names is None:
+        return {name: ref for name, ref in offered.items() if getattr(ref, "standard", True)}
+    unknown = [name for name in names if name not in offered]
+    if unknown:
+        raise KeyError(f"references {unknown} not offered for {family.name} (offered: {', '.join(offered)})")
+    return {name: offered[name] for name in names}
 
 
 # --- bandit: shared bookkeeping -------------------------------------------------------------------
@@ -320,7 +342,8 @@ class _BayesOptimal(_BanditPolicy):
         return actions
 
 
-def _bandit_references(family: TaskFamily, episodes_per_trial: int) -> dict[str, Reference]:
+def _bandit_references(family: TaskFamily, episodes_per_trial: int, train_tasks: Sequence[Task]
+                        ) -> dict[str, Reference]:  # fmt: skip
     params: BanditParams = family.params  # type: ignore[assignment]
     arms, pulls = params.arms, params.pulls
 
@@ -455,7 +478,8 @@ def non_adaptive_target(family: TaskFamily) -> np.ndarray:
     return np.array(_non_adaptive_target(family.params), np.float64)  # type: ignore[arg-type]
 
 
-def _point_nav_references(family: TaskFamily, episodes_per_trial: int) -> dict[str, Reference]:
+def _point_nav_references(family: TaskFamily, episodes_per_trial: int, train_tasks: Sequence[Task]
+                          ) -> dict[str, Reference]:  # fmt: skip
     params: PointNavParams = family.params  # type: ignore[assignment]
     step_size = params.step_size
 
@@ -653,7 +677,8 @@ class _PSRL(_TabularPolicy):
         return np.argmax(self.q[np.arange(len(states)), steps, states], axis=1).astype(np.int64)
 
 
-def _tabular_mdp_references(family: TaskFamily, episodes_per_trial: int) -> dict[str, Reference]:
+def _tabular_mdp_references(family: TaskFamily, episodes_per_trial: int, train_tasks: Sequence[Task]
+                             ) -> dict[str, Reference]:  # fmt: skip
     params: TabularMDPParams = family.params  # type: ignore[assignment]
     horizon = params.episode_steps
 

@@ -27,7 +27,7 @@ import torch
 from algorithms.base import MetaEnvInfo, Task, learner_class
 from harness import seeding
 from harness.evaluate import evaluate, evaluate_learner
-from harness.references import references_for
+from harness.references import selected_references
 from harness.rollout import Sampler
 from harness.spec import ResolvedFamily, Suite
 from harness.splits import family_split, train_eval_sample
@@ -271,8 +271,9 @@ def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
     """Evaluate one reference policy by the learners' protocol, on the learners' evaluation trials."""
     store = RunStore(results_dir, key)
     family = suite.family(key.family)
-    task_sets, _ = _task_sets(suite, family)
-    reference = references_for(family.family, family.episodes_per_trial)[key.algorithm.removeprefix(REFERENCE_PREFIX)]
+    task_sets, train = _task_sets(suite, family)
+    reference = selected_references(family.family, family.episodes_per_trial, family.spec.references,
+                                    train)[key.algorithm.removeprefix(REFERENCE_PREFIX)]
     rng = seeding.generator(suite.spec.seed, "reference", family.key, key.seed, reference.name)
     rows = evaluate(
         _EvalSamplers(suite, family, key.seed), task_sets, family.episodes_per_trial,
@@ -291,7 +292,7 @@ def reference_keys(suite: Suite) -> list[RunKey]:
     return [
         RunKey(REFERENCE_PREFIX + name, family.key, seed, kind="reference")
         for family in suite.families
-        for name in references_for(family.family, family.episodes_per_trial)
+        for name in selected_references(family.family, family.episodes_per_trial, family.spec.references)
         for seed in suite.spec.seeds
     ]
 

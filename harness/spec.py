@@ -31,6 +31,7 @@ from pydantic import (
 from algorithms.base import learner_class
 from harness import tasks as task_families
 from harness.evaluate import Protocol
+from harness.references import references_for
 from harness.tasks.base import FamilyParams, SplitError, TaskFamily
 
 
@@ -61,6 +62,10 @@ class FamilySpec(_Strict):
     tasks_per_iteration: PositiveInt = Field(20, description="meta-batch size: tasks per training iteration")
     env_steps: PositiveInt | None = Field(None, description="training budget per run (default: budget.env_steps)")
     eval_every_env_steps: PositiveInt | None = Field(None, description="default: evaluation.every_env_steps")
+    references: list[str] | None = Field(
+        None, min_length=1, description="reference policies evaluated on this family (default: the family's "
+        "standard set; `harness tasks FAMILY` lists every one offered, e.g. the RL² paper's tuned baselines)"
+    )
 
     @property
     def key(self) -> str:
@@ -253,6 +258,8 @@ class Suite:
         """The fully resolved spec as plain data (what is written to ``suite.yaml``)."""
         data = self.spec.model_dump(mode="json")
         for entry, family in zip(data["families"], self.families, strict=True):
+            if entry["references"] is None:
+                del entry["references"]  # the standard set: a spec written before the key existed hashes alike
             entry.update(
                 id=family.key,
                 params=family.family.params.model_dump(mode="json"),
@@ -496,6 +503,14 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         if entry.tasks_per_iteration > entry.split.train:
             errors.append(f"{path}.tasks_per_iteration: {entry.tasks_per_iteration} exceeds split.train "
                           f"({entry.split.train})")
+        if entry.references is not None:
+            offered = references_for(family, resolved.episodes_per_trial)
+            unknown = [name for name in entry.references if name not in offered]
+            if unknown:
+                errors.append(f"{path}.references: {', '.join(map(repr, unknown))} not offered for {entry.key} "
+                              f"(offered: {', '.join(offered) or 'none'})")
+            if len(set(entry.references)) < len(entry.references):
+                errors.append(f"{path}.references: a name is listed twice")
         families.append(resolved)
 
     algorithms: list[ResolvedAlgorithm] = []

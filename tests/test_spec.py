@@ -207,6 +207,24 @@ CASES = [
         "unknown key",
     ),
     Case(
+        "reference_the_family_does_not_offer",
+        lambda d: d["families"][0].update(references=["random", "psrl"]),  # psrl is a tabular-MDP reference
+        ("families[0].references",),
+        "'psrl' not offered for bandit (offered: random, ucb1, thompson, oracle, bayes_optimal",
+    ),
+    Case(
+        "reference_listed_twice",
+        lambda d: d["families"][0].update(references=["random", "random"]),
+        ("families[0].references",),
+        "a name is listed twice",
+    ),
+    Case(
+        "empty_reference_list",
+        lambda d: d["families"][0].update(references=[]),
+        ("families[0].references",),
+        "at least 1 item",
+    ),
+    Case(
         "ood_range_overlaps_training_range",
         lambda d: d["families"][0]["params"].update(mean_range=[0.0, 0.6], ood_mean_range=[0.5, 1.0]),
         ("families[0].params.ood_mean_range",),
@@ -444,3 +462,20 @@ def test_spec_hash_tracks_an_algorithm_budget_on_one_family() -> None:
         d["algorithms"][3]["families"]["point_nav"]["env_steps"] = 40000
 
     assert parse_suite(quickstart(longer)).spec_hash != parse_suite(quickstart()).spec_hash
+
+
+def test_a_family_entry_names_the_references_it_evaluates_and_the_default_keeps_the_hash() -> None:
+    """``references:`` on a family entry replaces the family's standard set, in the order given; leaving it out
+    keeps the standard set and the spec hash of a suite written before the key existed."""
+    from harness.runner import reference_keys
+
+    standard = parse_suite(quickstart())
+    assert [k.algorithm for k in reference_keys(standard) if k.family == "bandit" and k.seed == 0] == [
+        "ref-random", "ref-ucb1", "ref-thompson", "ref-oracle", "ref-bayes_optimal"]
+    assert "references" not in standard.resolved()["families"][0]
+    named = parse_suite(quickstart(lambda d: d["families"][0].update(references=["thompson", "random"])))
+    assert [k.algorithm for k in reference_keys(named) if k.family == "bandit" and k.seed == 0] == [
+        "ref-thompson", "ref-random"]
+    assert named.spec_hash != standard.spec_hash
+    spelled = parse_suite(quickstart(lambda d: d["families"][0].update(references=None)))
+    assert spelled.spec_hash == standard.spec_hash
