@@ -69,6 +69,21 @@ class _Reference:
         return self.make(tasks, episodes_per_trial, rng)
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    """An offered reference whose policies come from references built on first use: those that tune a
+    parameter on the training split (seconds to a minute), which listing, validating and counting the runs
+    of a suite never pay for. ``build`` returns the built references by name (and caches them)."""
+
+    name: str
+    description: str
+    build: Callable[[], dict[str, Reference]]
+    standard: bool = False
+
+    def policy(self, tasks: Sequence[Task], episodes_per_trial: int, rng: np.random.Generator) -> Policy:
+        return self.build()[self.name].policy(tasks, episodes_per_trial, rng)
+
+
 def references_for(family: TaskFamily, episodes_per_trial: int | None = None,
                    train_tasks: Sequence[Task] = ()) -> dict[str, Reference]:  # fmt: skip
     """Every reference policy offered for a family instance and trials of ``episodes_per_trial`` episodes
@@ -80,8 +95,9 @@ def references_for(family: TaskFamily, episodes_per_trial: int | None = None,
         "tabular_mdp": _tabular_mdp_references,
     }
     build = builders.get(family.name)
-    episodes = episodes_per_trial or family.default_episodes_per_trial
-    return build(family, episodes, train_tasks) if build is not None else {}
+    if build is None:
+        return {}
+    return build(family, episodes_per_trial or family.default_episodes_per_trial, train_tasks)
 
 
 def selected_references(family: TaskFamily, episodes_per_trial: int | None = None, names: Sequence[str] | None = None,
@@ -703,4 +719,38 @@ def _tabular_mdp_references(family: TaskFamily, episodes_per_trial: int, train_t
             lambda tasks, e, rng: _OptimalTabular(*tables(tasks), horizon),
         ),
     ]
+    # The RL² paper's other baselines (Table 2), run when a suite names them; UCRL2's width scale and ε are
+    # tuned on (the first TUNING_TASKS of) the training split the first time one of them is used.
+    key = (params.model_dump_json(), episodes_per_trial, tuple(task.task_id for task in train_tasks))
+
+    def build() -> dict[str, Reference]:
+        if key not in _PAPER_MDP:
+            _PAPER_MDP[key] = _paper_mdp_references(params, episodes_per_trial, train_tasks)
+        return _PAPER_MDP[key]
+
+    paper = {
+        "opsrl": "OPSRL (Osband & Van Roy 2016, TabulaRL): the max of 10 posterior MDPs' Q-values, redrawn at "
+                 "each episode start",
+        "ucrl2": "UCRL2 (Jaksch et al. 2010), episodic: extended value iteration; confidence-width scale tuned on "
+                 "the training split",
+        "epsilon_greedy": "ε-greedy on the empirical MDP replanned at each episode start; ε tuned on the training "
+                          "split",
+        "greedy": "greedy: the optimal plan of the empirical MDP, replanned at each episode start",
+    }
+    refs += [_Deferred(name, description, build) for name, description in paper.items()]
     return {ref.name: ref for ref in refs}
+
+
+#: The paper's tuned MDP references built so far in this process, by (params JSON, episodes, training task ids).
+_PAPER_MDP: dict[tuple[str, int, tuple[str, ...]], dict[str, Reference]] = {}
+
+
+def _paper_mdp_references(params: TabularMDPParams, episodes: int, train_tasks: Sequence[Task]
+                          ) -> dict[str, Reference]:  # fmt: skip
+    """``harness.mdp_references.mdp_paper_references``, tuned on the first ``TUNING_TASKS`` training tasks (or on
+    tasks drawn from the family where none are given). Unseen pairs are planned with reward 0, TabulaRL's
+    convention and so likely the paper's code: with the prior's mean instead, greedy would beat PSRL."""
+    from harness.mdp_references import TUNING_TASKS, mdp_paper_references, mdp_tables  # it builds on this module
+
+    train = list(train_tasks)[:TUNING_TASKS]
+    return mdp_paper_references(params, episodes, mdp_tables(train) if train else None, unseen_reward=0.0)

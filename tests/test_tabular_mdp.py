@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from algorithms.base import Task
 from harness import cli, seeding
 from harness.evaluate import evaluate
-from harness.references import finite_horizon_q_values, references_for
+from harness.references import finite_horizon_q_values, references_for, selected_references
 from harness.rollout import Sampler
 from harness.tasks import SplitError, TaskFamily, family_class, make_split
 from harness.tasks.tabular_mdp import TabularMDPParams
@@ -252,7 +252,7 @@ def reference_returns() -> dict[str, np.ndarray]:
     family = _family()
     tasks = _tasks(family, TASKS, seed=10)
     returns = {}
-    for name, reference in references_for(family).items():
+    for name, reference in selected_references(family).items():
         rows = evaluate(lambda split: Sampler(family, seeding.generator(0, "eval", split)), {"test": tasks}, 10,
                         lambda _split, ts, ref=reference: ref.policy(ts, 10, _rng(11)), False, False)
         table = np.zeros((TASKS, 10))
@@ -340,12 +340,12 @@ def test_psrl_rebuilds_its_history_from_the_sampler_inputs() -> None:
 
 def test_references_are_deterministic_batched_and_use_their_rng() -> None:
     family = _family()
-    assert set(references_for(family)) == {"random", "psrl", "oracle"}
-    for reference in references_for(family).values():
+    assert set(selected_references(family)) == {"random", "psrl", "oracle"}
+    for reference in selected_references(family).values():
         assert reference.description and "\n" not in reference.description
     tasks = _tasks(family, 32, seed=20)
     global_state = np.random.get_state()[1].copy()  # type: ignore[index]  # noqa: NPY002
-    for name, reference in references_for(family).items():
+    for name, reference in selected_references(family).items():
         runs = [Sampler(family, _rng(0)).collect(reference.policy(tasks, 3, _rng(seed)), tasks, 3)
                 for seed in (1, 1, 2)]
         np.testing.assert_array_equal(runs[0].actions, runs[1].actions, err_msg=name)
@@ -354,3 +354,30 @@ def test_references_are_deterministic_batched_and_use_their_rng() -> None:
         # Random and PSRL draw from their generator; the oracle needs none.
         assert np.array_equal(runs[0].actions, runs[2].actions) == (name == "oracle"), name
     np.testing.assert_array_equal(np.random.get_state()[1], global_state)  # type: ignore[index]  # noqa: NPY002
+
+
+def test_the_rl2_papers_mdp_baselines_are_offered_named_only_and_tuned_on_first_use(monkeypatch: pytest.MonkeyPatch
+                                                                                     ) -> None:  # fmt: skip
+    """OPSRL, UCRL2, ε-greedy and greedy (``harness.mdp_references``) are offered for the family but run only when
+    a suite names them; listing them tunes nothing, and the first policy made tunes once, on the training split
+    given, for all four."""
+    from harness import references as module
+
+    monkeypatch.setattr(module, "_PAPER_MDP", {})
+    calls: list[int] = []
+    real = module._paper_mdp_references
+    monkeypatch.setattr(module, "_paper_mdp_references",
+                        lambda params, episodes, train: calls.append(len(train)) or real(params, episodes, train))
+    family = _family()
+    train = _tasks(family, 40, seed=30)
+    offered = references_for(family, 3, train)
+    assert list(offered) == ["random", "psrl", "oracle", "opsrl", "ucrl2", "epsilon_greedy", "greedy"]
+    assert list(selected_references(family, 3, ["greedy", "opsrl"], train)) == ["greedy", "opsrl"]
+    assert calls == []  # nothing tuned by listing or selecting
+    tasks = _tasks(family, 8, seed=31)
+    for name in ("ucrl2", "epsilon_greedy", "greedy", "opsrl"):
+        batch = Sampler(family, _rng(0)).collect(offered[name].policy(tasks, 3, _rng(1)), tasks, 3)
+        assert batch.episode_returns.shape == (8, 3)
+    assert calls == [40]  # tuned once, on the 40 training tasks, for all four
+    with pytest.raises(KeyError, match=r"'bayes_optimal'.* not offered for tabular_mdp"):
+        selected_references(family, 3, ["bayes_optimal"])
