@@ -395,7 +395,42 @@ def _bandit_references(family: TaskFamily, episodes_per_trial: int, train_tasks:
                 lambda tasks, e, rng: _BayesOptimal(len(tasks), arms, e * pulls),
             )
         )
+    # The RL² paper's other baselines (Table 1), run when a suite names them; UCB1's c and ε are tuned on the
+    # training split's arm means the first time one of them is used (the Gittins table is built then too).
+    key = (params.model_dump_json(), episodes_per_trial, tuple(task.task_id for task in train_tasks))
+
+    def build() -> dict[str, Reference]:
+        if key not in _PAPER_BANDIT:
+            _PAPER_BANDIT[key] = _paper_bandit_references(arms, episodes_per_trial * pulls, train_tasks)
+        return _PAPER_BANDIT[key]
+
+    low, high = params.mean_range
+    prior = "" if (low, high) == (0.0, 1.0) else f"; assumes means ~ U(0, 1), here U({low}, {high})"
+    paper = {
+        "gittins": f"Gittins index (finite horizon, Beta(1, 1) priors) for the pulls left in the trial{prior}",
+        "ucb1_tuned": "UCB1 with its exploration constant c tuned on the training split: each arm once, then "
+                      "mean + c sqrt(ln t / n_a)",
+        "epsilon_greedy": "ε-greedy with ε tuned on the training split; else the best empirical mean (untried: 0.5)",
+        "greedy": "greedy: the best empirical mean (untried: 0.5)",
+    }
+    refs += [_Deferred(name, description, build) for name, description in paper.items()]
     return {ref.name: ref for ref in refs}
+
+
+#: The paper's bandit references built so far in this process, by (params JSON, episodes, training task ids).
+_PAPER_BANDIT: dict[tuple[str, int, tuple[str, ...]], dict[str, Reference]] = {}
+
+
+def _paper_bandit_references(arms: int, horizon: int, train_tasks: Sequence[Task]) -> dict[str, Reference]:
+    """``harness.bandit_references.bandit_paper_references`` for trials of ``horizon`` pulls, tuned on the
+    training tasks' arm means (or on means drawn from U(0, 1) where none are given), as ``Reference``s."""
+    from harness.bandit_references import bandit_paper_references  # it builds on this module
+
+    means = np.array([task.params["means"] for task in train_tasks], np.float64) if train_tasks else None
+    built = bandit_paper_references(arms, horizon, means)
+    return {name: _Reference(name, ref.description, lambda tasks, e, rng, make=ref.make: make(len(tasks), rng),
+                             standard=False)
+            for name, ref in built.items()}
 
 
 # --- point_nav --------------------------------------------------------------------------------------

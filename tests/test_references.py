@@ -17,6 +17,7 @@ from harness.references import (
     bayes_optimal_value,
     non_adaptive_target,
     references_for,
+    selected_references,
 )
 from harness.rollout import Sampler
 from harness.tasks import TaskFamily, family_class
@@ -82,7 +83,7 @@ def bandit_returns() -> dict[str, np.ndarray]:
     """``[tasks]`` returns of every bandit reference on the same 2000 test tasks (k=5, n=10, one episode)."""
     family = _family("bandit", arms=ARMS, pulls=PULLS)
     tasks = _tasks(family, BANDIT_TASKS, seed=1)
-    return {name: _run(family, name, tasks, 1).episode_returns[:, 0] for name in references_for(family)}
+    return {name: _run(family, name, tasks, 1).episode_returns[:, 0] for name in selected_references(family)}
 
 
 # Expected returns for k=5, n=10 under means ~ U(0, 1). random: 10 * E[U] = 5. oracle: 10 * E[max of 5
@@ -262,9 +263,35 @@ def test_random_references_use_their_rng() -> None:
 
 
 def test_references_for_dispatch() -> None:
-    assert set(references_for(_family("bandit"))) == {"random", "ucb1", "thompson", "bayes_optimal", "oracle"}
-    assert set(references_for(_family("point_nav"))) == {"random", "oracle", "non_adaptive"}
+    assert set(selected_references(_family("bandit"))) == {"random", "ucb1", "thompson", "bayes_optimal", "oracle"}
+    assert list(references_for(_family("bandit")))[5:] == ["gittins", "ucb1_tuned", "epsilon_greedy", "greedy"]
+    assert set(references_for(_family("point_nav"))) == set(selected_references(_family("point_nav"))) == {
+        "random", "oracle", "non_adaptive"}
     assert references_for(SimpleNamespace(name="no_such_family")) == {}  # type: ignore[arg-type]
     for ref in references_for(_family("bandit")).values():
         assert ref.description and "\n" not in ref.description
     assert "U(0, 1)" in references_for(_family("bandit"))["bayes_optimal"].description
+
+
+def test_the_rl2_papers_bandit_baselines_run_when_named_and_are_tuned_once_on_the_training_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gittins, tuned UCB1, ε-greedy and greedy (``harness.bandit_references``) are offered, not standard; listing
+    builds nothing, and the first policy made builds them once from the training tasks' arm means. Gittins
+    matches the Bayes-optimal DP at k=5, n=10 on the same trials."""
+    from harness import references as module
+
+    monkeypatch.setattr(module, "_PAPER_BANDIT", {})
+    family = _family("bandit", arms=5, pulls=10)
+    train = _tasks(family, 300, seed=40)
+    offered = references_for(family, 1, train)
+    assert not module._PAPER_BANDIT  # nothing built by listing
+    assert all(not offered[name].standard for name in ("gittins", "ucb1_tuned", "epsilon_greedy", "greedy"))
+    tasks = _tasks(family, 2000, seed=41)
+    returns = {}
+    for name in ("gittins", "bayes_optimal", "greedy", "random"):
+        policy = offered[name].policy(tasks, 1, _rng(42))
+        returns[name] = Sampler(family, _rng(43)).collect(policy, tasks, 1).episode_returns[:, 0].mean()
+    assert len(module._PAPER_BANDIT) == 1  # built once for all four
+    assert abs(returns["gittins"] - returns["bayes_optimal"]) < 0.05, returns  # both ≈ 6.66 (exact: 6.660)
+    assert returns["gittins"] > returns["greedy"] > returns["random"], returns
