@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Policy
-from harness.references import _BanditPolicy
+from harness.references import _BanditPolicy, tune_by_grid
 
 # --- Gittins index: finite horizon ----------------------------------------------------------------
 #
@@ -322,16 +322,10 @@ def tune_bandit_parameter(
     Returns:
         The best value, and the mean total reward of every candidate.
     """
-    if not grid:
-        raise ValueError("tune_bandit_parameter: grid is empty")
-    env_seed, policy_seed = (int(s) for s in rng.integers(0, 2**63 - 1, size=2))
-    scores: dict[float, float] = {}
-    for value in grid:
-        policy = make_policy(value, len(means), np.random.Generator(np.random.PCG64(policy_seed)))
-        totals = simulate_bandit(policy, means, horizon, np.random.Generator(np.random.PCG64(env_seed)))
-        scores[value] = float(totals.mean())
-    best = max(grid, key=lambda value: scores[value])  # max keeps the first maximum
-    return best, scores
+    def score(value: float, env_rng: np.random.Generator, policy_rng: np.random.Generator) -> float:
+        return float(simulate_bandit(make_policy(value, len(means), policy_rng), means, horizon, env_rng).mean())
+
+    return tune_by_grid(score, grid, rng, "tune_bandit_parameter")
 
 
 # --- the references -------------------------------------------------------------------------------

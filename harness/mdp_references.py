@@ -23,7 +23,14 @@ import numpy as np
 
 from algorithms.base import Policy, Task
 from harness import seeding
-from harness.references import _PSRL, Reference, _Reference, _TabularPolicy, finite_horizon_q_values
+from harness.references import (
+    _PSRL,
+    Reference,
+    _CountingTabular,
+    _Reference,
+    finite_horizon_q_values,
+    tune_by_grid,
+)
 from harness.tasks.tabular_mdp import TabularMDPFamily, TabularMDPParams
 
 #: Posterior draws per episode of OPSRL (TabulaRL's ``OptimisticPSRL`` default, ``nSamp=10``).
@@ -53,36 +60,15 @@ def _greedy_actions(q: np.ndarray, states: np.ndarray, steps: np.ndarray) -> np.
     return np.argmax(values >= values.max(axis=1, keepdims=True) - _TIE_TOLERANCE, axis=1).astype(np.int64)
 
 
-class _EmpiricalPolicy(_TabularPolicy):
-    """Counts of the trial so far and a plan ``q: [N, H, S, A]`` made at each episode start by ``_plan``.
+class _EmpiricalPolicy(_CountingTabular):
+    """The trial's counts (``_CountingTabular``) and a plan ``q`` made at each episode start by ``_plan``.
 
-    ``visits`` counts every step of ``(s, a)`` (its reward was seen); ``transition_counts`` only the steps
-    whose next state was seen (not an episode's last step: the next observation is then the reset state).
     ``unseen_reward``: the mean reward ``empirical_mdp`` gives a pair never tried (None: the prior's mean).
     """
 
     def __init__(self, num_envs: int, params: TabularMDPParams, unseen_reward: float | None = None) -> None:
-        super().__init__(num_envs, params.states, params.episode_steps)
-        states, actions = params.states, params.actions
-        self.params = params
+        super().__init__(num_envs, params)
         self.unseen_reward = params.reward_mean if unseen_reward is None else unseen_reward
-        self.visits = np.zeros((num_envs, states, actions), np.int64)  # [N, S, A]
-        self.reward_sums = np.zeros((num_envs, states, actions))  # [N, S, A]
-        self.transition_counts = np.zeros((num_envs, states, actions, states), np.int64)  # [N, S, A, S]
-        self.q = np.zeros((num_envs, params.episode_steps, states, actions))  # [N, H, S, A]
-
-    def reset(self, new_trial: np.ndarray) -> None:
-        super().reset(new_trial)
-        self.visits[new_trial] = 0
-        self.reward_sums[new_trial] = 0.0
-        self.transition_counts[new_trial] = 0
-
-    def _observe(self, rows: np.ndarray, states: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
-                 next_states: np.ndarray, continued: np.ndarray) -> None:
-        self.visits[rows, states, actions] += 1  # rows are distinct: each += counts once
-        self.reward_sums[rows, states, actions] += rewards
-        moved = np.flatnonzero(continued)
-        self.transition_counts[rows[moved], states[moved], actions[moved], next_states[moved]] += 1
 
     def empirical_mdp(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The maximum-likelihood MDP ``(transitions [M, S, A, S], reward_means [M, S, A])`` of ``rows``.
@@ -378,17 +364,11 @@ def tune_mdp_parameter(make_policy: Callable[[float, int, np.random.Generator], 
     Returns:
         ``(best value, {value: mean total reward per trial})``.
     """
-    if not grid:
-        raise ValueError("tune_mdp_parameter: grid is empty")
-    env_seed, policy_seed = (int(seed) for seed in rng.integers(0, 2**63 - 1, size=2))
-    scores: dict[float, float] = {}
-    for value in grid:
-        policy = make_policy(value, len(reward_means), np.random.Generator(np.random.PCG64(policy_seed)))
-        totals = simulate_mdp(policy, transitions, reward_means, params, episodes,
-                              np.random.Generator(np.random.PCG64(env_seed)))
-        scores[float(value)] = float(totals.mean())
-    best = max(scores, key=scores.__getitem__)  # max returns the first of equal maxima
-    return best, scores
+    def score(value: float, env_rng: np.random.Generator, policy_rng: np.random.Generator) -> float:
+        policy = make_policy(value, len(reward_means), policy_rng)
+        return float(simulate_mdp(policy, transitions, reward_means, params, episodes, env_rng).mean())
+
+    return tune_by_grid(score, grid, rng, "tune_mdp_parameter")
 
 
 # --- references -----------------------------------------------------------------------------------

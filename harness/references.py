@@ -677,24 +677,22 @@ class _OptimalTabular(_TabularPolicy):
         return np.argmax(self.q[np.arange(len(states)), steps, states], axis=1).astype(np.int64)
 
 
-class _PSRL(_TabularPolicy):
-    """Posterior sampling for RL (Strens 2000; Osband, Russo & Van Roy 2013), one of the RL² paper's references.
+class _CountingTabular(_TabularPolicy):
+    """The trial's counts per environment, and a plan ``q: [N, H, S, A]`` for subclasses to fill.
 
-    The prior is the family's own: ``P(.|s, a) ~ Dirichlet(dirichlet_concentration)``, ``mu(s, a) ~
-    Normal(reward_mean, reward_mean_std²)``, reward noise of known std ``reward_noise_std``, so the
-    posteriors are Dirichlet (concentration + transition counts) and Normal (precision ``1/σ0² + n/σ²``, mean
-    ``(μ0/σ0² + sum r/σ²) / precision``). At each episode start it draws one MDP from the posterior of the trial
-    so far and follows that MDP's optimal policy for the episode.
+    ``visits`` counts every step of ``(s, a)`` (its reward was seen), ``reward_sums`` their rewards, and
+    ``transition_counts`` only the steps whose next state was seen (not an episode's last step: the next
+    observation is then the reset state).
     """
 
-    def __init__(self, num_envs: int, params: TabularMDPParams, rng: np.random.Generator) -> None:
+    def __init__(self, num_envs: int, params: TabularMDPParams) -> None:
         super().__init__(num_envs, params.states, params.episode_steps)
         states, actions = params.states, params.actions
-        self.params, self.rng = params, rng
+        self.params = params
         self.visits = np.zeros((num_envs, states, actions), np.int64)  # [N, S, A] rewards seen
         self.reward_sums = np.zeros((num_envs, states, actions))  # [N, S, A]
         self.transition_counts = np.zeros((num_envs, states, actions, states), np.int64)  # [N, S, A, S]
-        self.q = np.zeros((num_envs, params.episode_steps, states, actions))  # [N, H, S, A] of the sampled MDP
+        self.q = np.zeros((num_envs, params.episode_steps, states, actions))  # [N, H, S, A]
 
     def reset(self, new_trial: np.ndarray) -> None:
         super().reset(new_trial)
@@ -709,6 +707,38 @@ class _PSRL(_TabularPolicy):
         self.reward_sums[rows, states, actions] += rewards
         moved = np.flatnonzero(continued)
         self.transition_counts[rows[moved], states[moved], actions[moved], next_states[moved]] += 1
+
+
+def tune_by_grid(score: Callable[[float, np.random.Generator, np.random.Generator], float], grid: Sequence[float],
+                 rng: np.random.Generator, name: str) -> tuple[float, dict[float, float]]:  # fmt: skip
+    """Grid search of one hyperparameter, as the RL² paper tuned its baselines: ``score(value, env_rng,
+    policy_rng)`` of every candidate, each given generators from the same two seeds drawn once from ``rng``
+    (common random numbers: the comparison is paired). Returns the best value (the first of equal best, in
+    grid order) and every candidate's score. ``name`` names the caller in the error for an empty grid."""
+    if not grid:
+        raise ValueError(f"{name}: grid is empty")
+    env_seed, policy_seed = (int(seed) for seed in rng.integers(0, 2**63 - 1, size=2))
+    scores: dict[float, float] = {}
+    for value in grid:
+        scores[float(value)] = score(value, np.random.Generator(np.random.PCG64(env_seed)),
+                                     np.random.Generator(np.random.PCG64(policy_seed)))
+    best = max(scores, key=scores.__getitem__)  # max returns the first of equal maxima
+    return best, scores
+
+
+class _PSRL(_CountingTabular):
+    """Posterior sampling for RL (Strens 2000; Osband, Russo & Van Roy 2013), one of the RL² paper's references.
+
+    The prior is the family's own: ``P(.|s, a) ~ Dirichlet(dirichlet_concentration)``, ``mu(s, a) ~
+    Normal(reward_mean, reward_mean_std²)``, reward noise of known std ``reward_noise_std``, so the
+    posteriors are Dirichlet (concentration + transition counts) and Normal (precision ``1/σ0² + n/σ²``, mean
+    ``(μ0/σ0² + sum r/σ²) / precision``). At each episode start it draws one MDP from the posterior of the trial
+    so far and follows that MDP's optimal policy for the episode.
+    """
+
+    def __init__(self, num_envs: int, params: TabularMDPParams, rng: np.random.Generator) -> None:
+        super().__init__(num_envs, params)  # q: the optimal plan of the sampled MDP
+        self.rng = rng
 
     def _sample_mdps(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One posterior draw ``(transitions [M, S, A, S], reward_means [M, S, A])`` per row."""
