@@ -43,7 +43,7 @@ BOOTSTRAP_REPS = 2000
 BOOTSTRAP_SEED = 0
 RANDOM_REFERENCE, ORACLE_REFERENCE = "ref-random", "ref-oracle"
 
-Episode = Literal["first", "last"]
+Episode = Literal["first", "last", "trial"]
 
 
 # ---------------------------------------------------------------------------------------------- per run
@@ -55,16 +55,21 @@ def run_scores(rows: pd.DataFrame, metric: str = "return", episode: Episode = "l
     Args:
         rows: the tidy results table (``harness.store.load_results``).
         metric: ``"return"`` or ``"success"`` (or any metric name in the rows).
-        episode: which episode of each trial counts: ``"last"`` (post-adaptation) or ``"first"``.
+        episode: which episode of each trial counts: ``"last"`` (post-adaptation) or ``"first"``; or
+            ``"trial"``: the sum over all the trial's episodes (the RL² paper's total reward of a trial).
 
     Returns:
         One row per (kind, algorithm, family, seed, split, env_steps) with ``score``: the mean over
-        the split's tasks of ``metric`` in the chosen episode of each task's trial.
+        the split's tasks of ``metric`` in the chosen episode of each task's trial (or summed over it).
     """
-    if episode not in ("first", "last"):
-        raise ValueError(f"episode must be 'first' or 'last', got {episode!r}")
+    if episode not in ("first", "last", "trial"):
+        raise ValueError(f"episode must be 'first', 'last' or 'trial', got {episode!r}")
     data = rows[(rows["metric"] == metric) & rows["split"].isin(EVAL_SPLITS)]
     trial = [*RUN_KEYS, "split", "env_steps", "task_id"]
+    if episode == "trial":
+        totals = data.groupby(trial, as_index=False)["value"].sum()
+        scores = totals.groupby([*RUN_KEYS, "split", "env_steps"], as_index=False)["value"].mean()
+        return scores.rename(columns={"value": "score"})[[*RUN_KEYS, "split", "env_steps", "score"]]
     chosen_index = data.groupby(trial)["episode_index"].transform("max" if episode == "last" else "min")
     chosen = data[data["episode_index"] == chosen_index]
     scores = chosen.groupby([*RUN_KEYS, "split", "env_steps"], as_index=False)["value"].mean()

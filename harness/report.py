@@ -40,6 +40,7 @@ from scipy import stats
 
 from harness import plots
 from harness.metrics import run_scores
+from harness.paper_tables import paper_cells, paper_tables, plot_normalised
 from harness.published import Published, published_for
 from harness.store import REFERENCE_PREFIX, load_manifests, load_results
 from harness.summary import (
@@ -475,6 +476,29 @@ def _summary_section(summary: Summary, meta: Mapping[str, Any], seeds: Sequence[
     return lines
 
 
+def _paper_section(rows: pd.DataFrame, summary: Summary, meta: Mapping[str, Any], seeds: Sequence[int],
+                   learners: Sequence[str], out_dir: Path) -> list[str]:  # fmt: skip
+    """The RL² paper's tables in its layout, and its normalisation as a figure (``harness.paper_tables``),
+    for the families that are settings of them."""
+    lines: list[str] = []
+    for result in paper_tables(rows, meta.get("family_info", {}), summary.last_k):
+        table = result.table
+        lines += [f"## {table.title}", "",
+                  f"Each run's mean over its last {summary.last_k} evaluations of the total reward of a test trial "
+                  "(summed over its episodes, as the paper reports it); cells are the IQM over seeds [95% "
+                  "stratified-bootstrap CI]. References were evaluated by the harness on the same trials.", "",
+                  *markdown_table(paper_cells(result.scores, table, result.settings, learners), left=1), "",
+                  provenance(meta, seeds), ""]  # fmt: skip
+        normalised = paper_cells(result.normalised, table, result.settings, learners)
+        if not normalised.empty:
+            lines += [f"Normalised as in the paper (0 = random, 1 = {table.normaliser}):", "",
+                      *markdown_table(normalised, left=1), ""]  # fmt: skip
+        filename = f"paper_{table.family}.png"
+        if plot_normalised(result, out_dir / filename, learners) is not None:
+            lines += [f"![{table.family}: normalised total reward per setting]({filename})", ""]
+    return lines
+
+
 FORMATS = ("md", "latex", "csv")
 _PER_FAMILY_NOTE = (
     "Scores: the mean over a split's tasks of the return (success rate where the family records success) "
@@ -530,6 +554,8 @@ def write_report(
             lines += ["No evaluation rows yet.", ""]
         if summary is not None:
             lines += _summary_section(summary, meta, seeds, learners, families, out_dir)
+        if summary is not None:
+            lines += _paper_section(evaluated, summary, meta, seeds, learners, out_dir)
         lines += ["## Per family: final evaluation", "", _PER_FAMILY_NOTE, ""]
         for family in families:
             lines += _family_section(evaluated, family, manifests, (learners, references), out_dir,
@@ -553,6 +579,14 @@ def write_report(
     if "csv" in formats:
         if summary is not None:
             written += write_csv(summary, meta, out_dir)
+            for result in paper_tables(evaluated, meta.get("family_info", {}), summary.last_k):
+                path = out_dir / f"paper_{result.table.family}.csv"
+                merged = result.scores.merge(result.normalised, on=["family", "kind", "algorithm"], how="left",
+                                             suffixes=("", "_normalised"))
+                merged.insert(1, "setting", merged["family"].map(result.settings))
+                merged.assign(spec_hash=meta.get("spec_hash"), tasks_hash=meta.get("tasks_hash")).to_csv(
+                    path, index=False)
+                written.append(path)
         final = pd.concat([final_table(evaluated[evaluated["family"] == f]) for f in families], ignore_index=True) \
             if not evaluated.empty else pd.DataFrame(columns=TABLE_COLUMNS)
         path = out_dir / "final.csv"
@@ -581,6 +615,9 @@ def read_meta(results_dir: str | Path) -> dict[str, Any]:
         "test_is_train": [key for key, family in tasks.get("families", {}).items()
                           if family.get("test_coincides_with_train")],
         "family_names": {key: family.get("family", key) for key, family in tasks.get("families", {}).items()},
+        "family_info": {f.get("id") or f.get("name"): {"name": f.get("name"), "params": f.get("params") or {},
+                                                       "episodes_per_trial": f.get("episodes_per_trial")}
+                        for f in spec.get("families", [])},
     }
 
 

@@ -225,12 +225,13 @@ def main_caption(summary: Summary) -> str:
     )
 
 
-def markdown_table(cells: pd.DataFrame) -> list[str]:
-    """A markdown table of string cells (``|`` escaped), first column left-aligned."""
+def markdown_table(cells: pd.DataFrame, left: int = 2) -> list[str]:
+    """A markdown table of string cells (``|`` escaped), the first ``left`` columns left-aligned."""
     if cells.empty:
         return []
     columns = list(cells.columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join([":---"] * 2 + ["---:"] * (len(columns) - 2)) + "|"]
+    lines = ["| " + " | ".join(columns) + " |",
+             "|" + "|".join([":---"] * left + ["---:"] * (len(columns) - left)) + "|"]
     for row in cells.itertuples(index=False):
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |")
     return lines
