@@ -221,4 +221,4 @@ def learner_class(name: str) -> Any:
 
 def _import_builtin_learners() -> None:
     # Importing the modules runs their @register decorators.
-    from algorithms import maml, pearl, rl2, trmrl  # noqa: F401
+    from algorithms import maml, mlp_ppo, pearl, rl2, trmrl  # noqa: F401

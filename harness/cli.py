@@ -186,7 +186,7 @@ def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
     from harness.estimate import cached_run_seconds
     from harness.executors import estimate_remaining, observe
     from harness.runner import resolve_device
-    from harness.store import RUNNING, RunKey, RunStore
+    from harness.store import REFERENCE_PREFIX, RUNNING, RunKey, RunStore
 
     resolved = (yaml.safe_load((results_dir / "suite.yaml").read_text()) or {}).get("spec") or {}
     by_key = {RunKey(m["algorithm"], m["family"], int(m["seed"]), m.get("kind", "learner")): m for m in manifests}
@@ -196,12 +196,16 @@ def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
                    for family, (budget, _every) in a["budgets"].items()}
         keys += [RunKey(a["id"], f["id"], seed) for a in resolved["algorithms"] for f in resolved["families"]
                  if f["id"] in a["budgets"] for seed in resolved["seeds"]]
+        budgets.update({(key.algorithm, key.family): int(f["reference_training"]["budget"][0])
+                        for f in resolved["families"] if "reference_training" in f
+                        for key in keys if key.kind == "reference" and key.family == f["id"]
+                        and key.algorithm.removeprefix(REFERENCE_PREFIX) in f["reference_training"]["references"]})
     except (KeyError, TypeError, ValueError):
         return "ETA: unknown (suite.yaml has no resolved budgets)"
     now, runs, workers = time.time(), [], 0
     for key in keys:
         manifest = by_key.get(key)
-        reference = key.kind == "reference"
+        reference = (key.algorithm, key.family) not in budgets  # one evaluation, no training
         measured = None
         if manifest and manifest.get("status") == RUNNING:
             workers += RunStore(results_dir, key).writer() is not None

@@ -54,6 +54,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -71,9 +72,9 @@ OWN_TASKS = 1
 #: Fewest tasks of a meta-batch timed (MAML's TRPO step fails on a meta-batch of one task).
 MIN_TASKS = 2
 #: Learners whose collection and update are both linear in the meta-batch's tasks: timed on a few of them.
-_TASKS_LINEAR = {"rl2", "trmrl", "maml"}
+_TASKS_LINEAR = {"rl2", "trmrl", "maml", "mlp_ppo"}
 #: ... and in the episodes of the family's trial, which they collect whole: timed on fewer episodes per trial.
-_TRIAL_LINEAR = {"rl2", "trmrl"}
+_TRIAL_LINEAR = {"rl2", "trmrl", "mlp_ppo"}
 #: Config fields an iteration's cost is linear in, per learner: field -> (what it scales: ``sampling`` (with the
 #: env steps), ``update``, ``both``, or ``first``: the first iteration's extra of a learner drawing its own tasks;
 #: the fewest units it is lowered to; whether it counts env steps, in whole episodes).
@@ -200,6 +201,36 @@ def kind_key(resolved: Mapping[str, Any], algorithm: str, family: str, device: s
     payload = {"learner": entry["name"], "config": entry["configs"][family], "evaluation": entry["evaluation"][family],
                "family": _family_payload(resolved, family), "device": device, "threads": threads}
     return _digest(json.loads(json.dumps(payload, default=str)))  # tuples and lists alike
+
+
+def trained_kind_key(resolved: Mapping[str, Any], reference: str, family: str, device: str) -> str:
+    """The cache key of a trained reference's run kind (``harness.references.TrainedReference``)."""
+    training = _entry(resolved, "families", family)["reference_training"]
+    payload = {"reference": reference, "learner": training["learner"], "config": training["config"],
+               "family": _family_payload(resolved, family), "device": device, "threads": 1}
+    return _digest(json.loads(json.dumps(payload, default=str)))
+
+
+@dataclass(frozen=True)
+class TrainedKind:
+    """A trained reference's training (``harness.runner.training``) in the shape of the ``ResolvedAlgorithm``
+    that ``measure_kind`` times; with ``view`` (its family as the learner sees it) in place of the family's."""
+
+    key: str
+    training: Any
+
+    @property
+    def spec(self) -> Any:
+        return SimpleNamespace(name=self.training.cls.name, resources=SimpleNamespace(cpus=1, gpus=0.0))
+
+    def config_for(self, _family: str) -> Any:
+        return self.training.config
+
+    def protocol_for(self, _family: str) -> Any:
+        return self.training.protocol
+
+    def budget(self, _family: Any) -> tuple[int, int]:
+        return self.training.budget, self.training.every
 
 
 def reference_key(resolved: Mapping[str, Any], reference: str, family: str) -> str:
@@ -356,9 +387,9 @@ class _Level:
 def measure_kind(suite: Any, algorithm: Any, family: Any, device: str = "cpu", iterations: int = 2,
                  budget_s: float = ITERATION_BUDGET_S, eval_steps: int = EVAL_STEPS,
                  split: Mapping[str, Sequence[Any]] | None = None) -> KindCost:  # fmt: skip
-    """Time one run kind of ``suite`` (a ``ResolvedAlgorithm`` on a ``ResolvedFamily``) in this process with
-    ``clock_for(device)``; the caller sets torch's threads. ``split``: the family's split, if already drawn.
-    See the module docstring for what is timed on a fraction."""
+    """Time one run kind of ``suite`` (a ``ResolvedAlgorithm`` on a ``ResolvedFamily``, or a trained reference as
+    ``TrainedKind``) in this process with ``clock_for(device)``; the caller sets torch's threads. ``split``: the
+    family's split, if already drawn. See the module docstring for what is timed on a fraction."""
     import torch
 
     from algorithms.base import MetaEnvInfo, learner_class
@@ -657,23 +688,31 @@ def estimate_suite(suite: Any, workers: int, device: str, iterations: int = 2, c
     splits the first time (every worker does it once too: ML45's take a minute)."""
     import torch
 
-    from harness.runner import learner_keys, reference_keys
+    from harness.runner import is_trained, learner_keys, reference_keys, training
     from harness.splits import build_splits
+    from harness.store import RunKey
 
     resolved = suite.resolved()
     load = os.getloadavg()[0]
     cache = load_cache(cache_path)
     fresh: dict[str, Any] = {}
     kinds: list[KindEstimate] = []
-    learners = learner_keys(suite)
+    trained = [k for k in reference_keys(suite) if is_trained(suite, k)]
+    learners = trained + learner_keys(suite)  # every run that trains
     splits = build_splits(suite)  # drawn once here (cached by the families after the first time)
     threads_before = torch.get_num_threads()
-    pairs = list(dict.fromkeys((k.algorithm, k.family) for k in learners))
+    pairs = list(dict.fromkeys((k.algorithm, k.family, k.kind) for k in learners))
     try:
-        for i, (algorithm_id, family_id) in enumerate(pairs, 1):
-            algorithm, family = suite.algorithm(algorithm_id), suite.family(family_id)
+        for i, (algorithm_id, family_id, kind) in enumerate(pairs, 1):
+            algorithm: Any = suite.algorithm(algorithm_id) if kind == "learner" else None
+            family = suite.family(family_id)
+            if algorithm is None:  # a trained reference: timed on its family as it sees it (told, for the oracle)
+                run = training(suite, RunKey(algorithm_id, family_id, suite.spec.seeds[0], kind="reference"))
+                algorithm, family = TrainedKind(algorithm_id, run), dataclasses.replace(family, family=run.view)
+                key = trained_kind_key(resolved, algorithm_id, family_id, device)
+            else:
+                key = kind_key(resolved, algorithm_id, family_id, device, algorithm.spec.resources.cpus)
             threads = algorithm.spec.resources.cpus
-            key = kind_key(resolved, algorithm_id, family_id, device, threads)
             entry = cache.get(key) if cached else None
             if entry is None:
                 log(f"[{i}/{len(pairs)}] timing {algorithm_id}/{family_id}")
@@ -694,7 +733,7 @@ def estimate_suite(suite: Any, workers: int, device: str, iterations: int = 2, c
         references: dict[tuple[str, str], float] = {}
         for key in reference_keys(suite):
             pair = (key.algorithm, key.family)
-            if pair in references:
+            if pair in references or key in trained:
                 continue
             cache_key = reference_key(resolved, *pair)
             entry = cache.get(cache_key) if cached else None
@@ -712,9 +751,10 @@ def estimate_suite(suite: Any, workers: int, device: str, iterations: int = 2, c
     fresh.setdefault(startup_key, {"seconds": startup_s})
     save_cache(fresh, cache_path)
     per_kind = {(k.algorithm, k.family): k.run.total_s for k in kinds}
-    order = [references[(k.algorithm, k.family)] for k in reference_keys(suite)]
+    order = [references[(k.algorithm, k.family)] for k in reference_keys(suite) if k not in trained]
     order += [per_kind[(k.algorithm, k.family)] for k in learners]
-    return SuiteEstimate(suite.name, device, workers, kinds, references, len(reference_keys(suite)), startup_s, order,
+    return SuiteEstimate(suite.name, device, workers, kinds, references, len(reference_keys(suite)) - len(trained),
+                         startup_s, order,
                          load if fresh.keys() - {startup_key} else None)
 
 
@@ -757,7 +797,12 @@ def format_estimate(estimate: SuiteEstimate) -> str:
                       f"{cost.iteration_s:.3g}", f"{100 * run.sampling_s / total:.0f}%",
                       f"{100 * run.updating_s / total:.0f}%", f"{100 * run.evaluating_s / total:.0f}%",
                       format_seconds(run.total_s), format_seconds(run.total_s * k.runs)))
-    out = [f"{estimate.name}: {sum(k.runs for k in estimate.kinds)} learner runs of {len(estimate.kinds)} kinds and "
+    from harness.store import REFERENCE_PREFIX
+
+    trained = sum(k.runs for k in estimate.kinds if k.algorithm.startswith(REFERENCE_PREFIX))
+    runs = f"{sum(k.runs for k in estimate.kinds) - trained} learner runs"
+    runs += f" and {trained} trained reference runs" if trained else ""
+    out = [f"{estimate.name}: {runs} of {len(estimate.kinds)} kinds and "
            f"{estimate.reference_runs} reference runs, measured on {socket.gethostname()} ({os.cpu_count()} cores), "
            f"device {estimate.device}, resources.cpus torch threads per run", "", _table(lines)]
     if estimate.references:

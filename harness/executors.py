@@ -30,10 +30,21 @@ from typing import Any, Protocol, TextIO
 
 from algorithms.base import learner_class
 from harness.estimate import cached_run_seconds, format_seconds, makespan
+from harness.references import trained_references
 from harness.runner import LOCKED, RunContext, execute, learner_keys, reference_keys, resolve_device
 from harness.spec import Suite
 from harness.splits import build_splits, splits_payload
-from harness.store import DONE, FAILED, INTERRUPTED, RUNNING, RunKey, RunStore, exclusive_lock, init_suite_dir
+from harness.store import (
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    REFERENCE_PREFIX,
+    RUNNING,
+    RunKey,
+    RunStore,
+    exclusive_lock,
+    init_suite_dir,
+)
 
 #: Seconds the driver waits, after SIGINT/SIGTERM, for running runs to checkpoint and stop.
 STOP_GRACE_S = 120.0
@@ -208,7 +219,7 @@ class Progress:
                  clock: Any = time.time) -> None:  # fmt: skip
         self.keys = keys  # in the order they start
         self.all_stores = [RunStore(results_dir, k) for k in keys]
-        self.stores = [s for s in self.all_stores if s.key.kind == "learner"]
+        self.stores = [s for s in self.all_stores if (s.key.algorithm, s.key.family) in budgets]  # training runs
         self.budgets = budgets
         self.total_runs = len(keys)
         self.stream = stream
@@ -226,7 +237,7 @@ class Progress:
         runs = []
         for key in self.keys:
             manifest = manifests.get(key)
-            reference = key.kind == "reference"
+            reference = (key.algorithm, key.family) not in self.budgets  # one evaluation, no training
             budget = 0 if reference else self.budgets[(key.algorithm, key.family)]
             if manifest and manifest.get("status") == RUNNING and manifest.get("started_at") is not None:
                 seen = self._attempts.get(key)
@@ -630,6 +641,8 @@ def _prepare_and_drive(suite: Suite, suite_data: dict[str, Any], results_dir: Pa
     for key in previously_failed:
         outcome.failed[key] = (RunStore(results_dir, key).manifest() or {}).get("error") or "failed earlier"
     budgets = {(a.key, f.key): a.budget(f)[0] for a in suite.algorithms for f in suite.families}
+    budgets.update({(REFERENCE_PREFIX + name, f.key): (f.reference_budget or (f.env_steps,))[0]
+                    for f in suite.families for name in trained_references(f.family, f.spec.references)})
     if ray is not None:
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, logging_level="WARNING")

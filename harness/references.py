@@ -84,20 +84,84 @@ class _Deferred:
         return self.build()[self.name].policy(tasks, episodes_per_trial, rng)
 
 
+@dataclass(frozen=True)
+class TrainedReference:
+    """A reference the harness trains within the suite, as a ``ref-*`` run with a training budget and curve
+    (``harness.runner``): PPO with an MLP policy (``algorithms.mlp_ppo``), trained on the training tasks.
+    ``told``: on the tasks told (``harness.tasks.told``: the task's vector appended to the observation), the
+    ``oracle`` of VariBAD and AMAGO; else the ``multitask`` policy, the best a policy that cannot adapt does.
+    Offered, run when named (its training costs env steps like a learner's)."""
+
+    name: str
+    description: str
+    told: bool
+    standard: bool = False
+
+    def policy(self, tasks: Sequence[Task], episodes_per_trial: int, rng: np.random.Generator) -> Policy:
+        raise TypeError(f"reference {self.name!r} is trained by the harness (harness.runner), not built from tasks")
+
+
+#: The learner that trained references train (``algorithms.mlp_ppo``).
+TRAINED_REFERENCE_LEARNER = "mlp_ppo"
+
+
+def _generic_references(family: TaskFamily) -> dict[str, Reference]:
+    """Offered for every family (run when named): uniformly random actions, and the trained ``multitask`` and
+    (where the family declares ``task_vector``) ``oracle`` policies."""
+    if not isinstance(family, TaskFamily):
+        return {}
+    def random_actions(tasks: Sequence[Task], e: int, rng: np.random.Generator) -> Policy:
+        return _UniformActions(family.make_env().action_space, len(tasks), rng)
+
+    refs: list[Reference] = [
+        _Reference("random", "uniformly random actions from the action space", random_actions, standard=False),
+        TrainedReference("multitask", "PPO with an MLP trained on the training tasks, not told the task "
+                                      "(trained in the suite: reference_training)", told=False),
+    ]
+    if type(family).task_vector is not TaskFamily.task_vector:  # the family declares its task vector
+        refs.append(TrainedReference("oracle", "PPO with an MLP told the task (its task vector appended to the "
+                                               "observation; trained in the suite: reference_training)", told=True))
+    return {ref.name: ref for ref in refs}
+
+
 def references_for(family: TaskFamily, episodes_per_trial: int | None = None,
                    train_tasks: Sequence[Task] = ()) -> dict[str, Reference]:  # fmt: skip
     """Every reference policy offered for a family instance and trials of ``episodes_per_trial`` episodes
-    (default: the family's), keyed by name; ``{}`` for families without any. ``train_tasks``: the family's
-    training split, on which the references that tune a parameter tune it (the first time they are used)."""
+    (default: the family's), keyed by name: the family's own, then the generic ones it has no own version of
+    (``_generic_references``). ``train_tasks``: the family's training split, on which the references that
+    tune a parameter tune it (the first time they are used)."""
     builders: dict[str, Callable[[TaskFamily, int, Sequence[Task]], dict[str, Reference]]] = {
         "bandit": _bandit_references,
         "point_nav": _point_nav_references,
         "tabular_mdp": _tabular_mdp_references,
     }
     build = builders.get(family.name)
-    if build is None:
-        return {}
-    return build(family, episodes_per_trial or family.default_episodes_per_trial, train_tasks)
+    own = build(family, episodes_per_trial or family.default_episodes_per_trial, train_tasks) if build else {}
+    return {**own, **{name: ref for name, ref in _generic_references(family).items() if name not in own}}
+
+
+def trained_references(family: TaskFamily, names: Sequence[str] | None) -> dict[str, TrainedReference]:
+    """The trained references among ``names`` (a family entry's ``references``; none in the standard set)."""
+    offered = references_for(family) if names else {}
+    return {name: ref for name in names or () if isinstance(ref := offered.get(name), TrainedReference)}
+
+
+class _UniformActions:
+    """Uniformly random actions of any ``Discrete`` or bounded ``Box`` action space."""
+
+    def __init__(self, space: object, num_envs: int, rng: np.random.Generator) -> None:
+        self.space, self.num_envs, self.rng = space, num_envs, rng
+
+    def reset(self, new_trial: np.ndarray) -> None:
+        pass
+
+    def act(self, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, episode_start: np.ndarray,
+            deterministic: bool) -> np.ndarray:  # fmt: skip
+        space = self.space
+        if hasattr(space, "n"):
+            return self.rng.integers(int(space.n), size=len(obs))  # type: ignore[attr-defined]
+        low, high = space.low, space.high  # type: ignore[attr-defined]
+        return self.rng.uniform(low, high, size=(len(obs), *low.shape)).astype(np.float32)
 
 
 def selected_references(family: TaskFamily, episodes_per_trial: int | None = None, names: Sequence[str] | None = None,

@@ -17,7 +17,9 @@ improvement), then one section per family with the definitions below:
   seeds' mean ``env_steps``: the harness evaluates when training passes a multiple of
   ``eval_every_env_steps``, so seeds whose episodes end early record slightly different step counts.
 - **References** (``kind == "reference"``, e.g. ``ref-thompson``, evaluated once at env_steps 0 by the same
-  protocol) are table rows after the learners and dashed horizontal lines in the plots.
+  protocol; a trained reference, ``ref-oracle`` or ``ref-multitask`` on MuJoCo families, at every evaluation
+  of its training) are table rows after the learners and dashed horizontal lines in the plots (a trained
+  reference's at its last evaluation).
 - The ``training`` split (learner diagnostics) is ignored.
 """
 
@@ -247,7 +249,9 @@ def plot_curves(
             # references in greys with distinct dash patterns, so they never read as a learner's colour
             for algorithm in references:
                 i = style[algorithm]
-                level = here.loc[(here["algorithm"] == algorithm) & (here["kind"] == "reference"), "mean"]
+                curve = here[(here["algorithm"] == algorithm) & (here["kind"] == "reference")]
+                # a trained reference's (oracle, multitask) last evaluation; others have one
+                level = curve.loc[curve["eval_index"] == curve["eval_index"].max(), "mean"]
                 if not level.empty:
                     handles[algorithm] = ax.axhline(
                         level.mean(), color=_REFERENCE_GREYS[i % len(_REFERENCE_GREYS)],

@@ -26,8 +26,8 @@ import torch
 
 from algorithms.base import MetaEnvInfo, Task, learner_class
 from harness import seeding
-from harness.evaluate import evaluate, evaluate_learner
-from harness.references import selected_references
+from harness.evaluate import Protocol, evaluate, evaluate_learner
+from harness.references import TRAINED_REFERENCE_LEARNER, selected_references, trained_references
 from harness.rollout import Sampler
 from harness.spec import ResolvedFamily, Suite
 from harness.splits import family_split, train_eval_sample
@@ -43,6 +43,8 @@ from harness.store import (
     git_commit,
     package_versions,
 )
+from harness.tasks.base import TaskFamily
+from harness.tasks.told import TaskTold
 
 #: ``execute``'s status when another process holds the run's lock (nothing was written).
 LOCKED = "locked"
@@ -108,6 +110,35 @@ def _records_success(family: ResolvedFamily) -> bool:
     return bool(getattr(family.family, "records_success", False))
 
 
+@dataclass(frozen=True)
+class Training:
+    """What a training run trains: the learner class and config, the family's tasks as the learner sees
+    them (told, for the trained ``oracle`` reference), the budget and evaluation schedule, the protocol."""
+
+    view: TaskFamily
+    cls: Any
+    config: Any
+    budget: int
+    every: int
+    protocol: Protocol
+
+
+def training(suite: Suite, key: RunKey) -> Training:
+    """A learner run's training, or a trained reference's (``harness.references.TrainedReference``)."""
+    family = suite.family(key.family)
+    if key.kind == "reference":
+        name = key.algorithm.removeprefix(REFERENCE_PREFIX)
+        reference = trained_references(family.family, family.spec.references)[name]
+        budget, every = family.reference_budget or (family.env_steps, family.eval_every_env_steps)
+        return Training(TaskTold(family.family) if reference.told else family.family,
+                         learner_class(TRAINED_REFERENCE_LEARNER), family.reference_config, budget, every,
+                         Protocol(family.episodes_per_trial, suite.spec.evaluation.deterministic))  # fmt: skip
+    algorithm = suite.algorithm(key.algorithm)
+    budget, every = algorithm.budget(family)
+    return Training(family.family, learner_class(algorithm.spec.name), algorithm.config_for(family.key), budget,
+                     every, algorithm.protocol_for(family.key))  # fmt: skip
+
+
 class _EvalSamplers:
     """The evaluation sampler of each split of a (family, seed), rewound to the start of its stream
     every time it is handed out.
@@ -117,14 +148,14 @@ class _EvalSamplers:
     environments' noise. Each sampler is built once per run, so its environments are built once too.
     """
 
-    def __init__(self, suite: Suite, family: ResolvedFamily, seed: int) -> None:
-        self._family, self._stream = family, (suite.spec.seed, "eval", family.key, seed)
+    def __init__(self, suite: Suite, family: ResolvedFamily, seed: int, view: TaskFamily | None = None) -> None:
+        self._view, self._stream = view or family.family, (suite.spec.seed, "eval", family.key, seed)
         self._samplers: dict[str, Sampler] = {}
 
     def __call__(self, split: str) -> Sampler:
         rng = seeding.generator(*self._stream, split)
         if split not in self._samplers:
-            self._samplers[split] = Sampler(self._family.family, rng)
+            self._samplers[split] = Sampler(self._view, rng)
         self._samplers[split].rng = rng
         return self._samplers[split]
 
@@ -166,24 +197,24 @@ def _check_unchanged(before: dict[str, Any], after: dict[str, Any], key: RunKey,
 def run_learner(
     suite: Suite, results_dir: Path, key: RunKey, progress: Callable[[dict[str, Any]], None] | None = None
 ) -> str:
-    """Train and evaluate one learner run, resuming from its checkpoint; returns the final status.
+    """Train and evaluate one learner run (or a trained reference's, ``key.kind == "reference"``), resuming
+    from its checkpoint; returns the final status.
 
     Raises whatever the learner raises: the caller marks the run failed.
     """
     store = RunStore(results_dir, key)
-    family, algorithm = suite.family(key.family), suite.algorithm(key.algorithm)
+    family, plan = suite.family(key.family), training(suite, key)
     root = suite.spec.seed
     task_sets, train_tasks = _task_sets(suite, family)
 
-    train_sampler = Sampler(family.family, seeding.generator(root, "train", family.key, key.seed))
+    train_sampler = Sampler(plan.view, seeding.generator(root, "train", family.key, key.seed))
     meta_batch_rng = seeding.generator(root, "meta_batch", family.key, key.seed)
     info = MetaEnvInfo(train_sampler.observation_space, train_sampler.action_space,
                        family.episodes_per_trial, family.family.max_episode_steps)
-    cls = learner_class(algorithm.spec.name)
     device = resolve_device(suite.spec.device)
     store.update_manifest(device=device)  # the device this run computes on, recorded where it is chosen
-    learner = cls(info, algorithm.config_for(family.key), seed=seeding.int_seed(root, "learner", family.key, key.seed),
-                  device=device)
+    learner = plan.cls(info, plan.config, seed=seeding.int_seed(root, "learner", family.key, key.seed),
+                           device=device)
 
     counters = {"iteration": 0, "evaluations": 0, "wall_s": 0.0}
     checkpoint = store.load_checkpoint()
@@ -196,9 +227,9 @@ def run_learner(
     else:
         store.truncate_rows(-1)  # rows without a checkpoint were never committed
 
-    budget, every = algorithm.budget(family)
+    budget, every = plan.budget, plan.every
     execution = suite.spec.execution
-    eval_samplers = _EvalSamplers(suite, family, key.seed)
+    eval_samplers = _EvalSamplers(suite, family, key.seed, plan.view)
     pending: list[dict[str, Any]] = []  # training diagnostics since the last write
     started = time.monotonic() - counters["wall_s"]
     last_checkpoint = time.monotonic()
@@ -225,7 +256,7 @@ def run_learner(
         if progress:
             progress({"key": key, "env_steps": train_sampler.env_steps, "budget": budget})
 
-    protocol = algorithm.protocol_for(family.key)
+    protocol = plan.protocol
 
     def evaluate_now() -> None:
         counters["wall_s"] = time.monotonic() - started
@@ -265,6 +296,14 @@ def run_learner(
                     or (periodic and counters["iteration"] % periodic == 0)):
                 commit()
     return DONE
+
+
+def is_trained(suite: Suite, key: RunKey) -> bool:
+    """Whether ``key`` is a run that trains: a learner's, or a trained reference's (``TrainedReference``)."""
+    if key.kind != "reference":
+        return True
+    family = suite.family(key.family)
+    return key.algorithm.removeprefix(REFERENCE_PREFIX) in trained_references(family.family, family.spec.references)
 
 
 def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
@@ -348,7 +387,7 @@ def _execute_locked(context: RunContext, store: RunStore, progress: Callable[[di
     )
     try:
         suite = parse_suite(context.suite_data)
-        if key.kind == "reference":
+        if not is_trained(suite, key):
             status = run_reference(suite, results_dir, key)
         else:
             status = run_learner(suite, results_dir, key, progress)

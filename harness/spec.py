@@ -31,7 +31,7 @@ from pydantic import (
 from algorithms.base import learner_class
 from harness import tasks as task_families
 from harness.evaluate import Protocol
-from harness.references import references_for
+from harness.references import TRAINED_REFERENCE_LEARNER, references_for, trained_references
 from harness.tasks.base import FamilyParams, SplitError, TaskFamily
 
 
@@ -53,6 +53,17 @@ class SplitSpec(_Strict):
     ood: int = Field(0, ge=0, description="number of out-of-distribution tasks")
 
 
+class ReferenceTrainingSpec(_Strict):
+    """How the references the harness trains (``oracle`` and ``multitask``: PPO with an MLP,
+    ``algorithms.mlp_ppo``) train on a family; only where the family's ``references`` names one."""
+
+    env_steps: PositiveInt | None = Field(None, description="training env steps of each trained reference run "
+                                          "(default: the family's budget)")
+    eval_every_env_steps: PositiveInt | None = Field(None, description="default: the family's")
+    preset: str | None = Field(None, description="preset of the trained references' learner (mlp_ppo)")
+    config: dict[str, Any] = Field(default_factory=dict, description="config overrides on top of the preset")
+
+
 class FamilySpec(_Strict):
     name: str = Field(description="registered task family name")
     id: str | None = Field(None, description="unique id within the suite (default: name)")
@@ -65,6 +76,9 @@ class FamilySpec(_Strict):
     references: list[str] | None = Field(
         None, min_length=1, description="reference policies evaluated on this family (default: the family's "
         "standard set; `harness tasks FAMILY` lists every one offered, e.g. the RL² paper's tuned baselines)"
+    )
+    reference_training: ReferenceTrainingSpec | None = Field(
+        None, description="budget and config of the trained references named in `references` (oracle, multitask)"
     )
 
     @property
@@ -190,6 +204,9 @@ class ResolvedFamily:
     episodes_per_trial: int
     env_steps: int
     eval_every_env_steps: int
+    #: The trained references' learner config and (env steps, eval every), where ``references`` names one.
+    reference_config: Any = None
+    reference_budget: tuple[int, int] | None = None
 
     @property
     def key(self) -> str:
@@ -260,6 +277,13 @@ class Suite:
         for entry, family in zip(data["families"], self.families, strict=True):
             if entry["references"] is None:
                 del entry["references"]  # the standard set: a spec written before the key existed hashes alike
+            del entry["reference_training"]  # as resolved below, where a trained reference runs
+            if family.reference_config is not None:
+                entry["reference_training"] = {"learner": TRAINED_REFERENCE_LEARNER,
+                                               "references": list(trained_references(family.family,
+                                                                                     family.spec.references)),
+                                               "config": dataclasses.asdict(family.reference_config),
+                                               "budget": list(family.reference_budget or ())}
             entry.update(
                 id=family.key,
                 params=family.family.params.model_dump(mode="json"),
@@ -455,6 +479,27 @@ def _protocols(
     return protocols, errors
 
 
+def _with_reference_training(family: ResolvedFamily, path: str) -> tuple[ResolvedFamily, list[str]]:
+    """``family`` with its trained references' config and budget resolved from ``reference_training``: the
+    learner's defaults ← the preset ← ``config``; the family's budget and evaluation schedule by default."""
+    training = family.spec.reference_training or ReferenceTrainingSpec()
+    where = f"{path}.reference_training"
+    cls = learner_class(TRAINED_REFERENCE_LEARNER)
+    if training.preset is not None and training.preset not in cls.presets:
+        known = ", ".join(sorted(cls.presets)) or "none"
+        return family, [f"{where}.preset: unknown preset {training.preset!r} for {TRAINED_REFERENCE_LEARNER}; "
+                        f"known: {known}"]
+    values = {**(cls.presets[training.preset] if training.preset else {}), **training.config}
+    config, errors = build_config(cls.Config, values, f"{where}.config")
+    budget = (training.env_steps or family.env_steps, training.eval_every_env_steps or family.eval_every_env_steps)
+    if budget[0] < family.steps_per_iteration:
+        errors.append(f"{where}.env_steps: {budget[0]} cannot hold one iteration of {family.key} "
+                      f"({family.steps_per_iteration} env steps)")
+    if errors:
+        return family, errors
+    return dataclasses.replace(family, reference_config=config, reference_budget=budget), []
+
+
 def _duplicates(keys: list[str]) -> list[str]:
     return sorted({k for k in keys if keys.count(k) > 1})
 
@@ -511,6 +556,12 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
                               f"(offered: {', '.join(offered) or 'none'})")
             if len(set(entry.references)) < len(entry.references):
                 errors.append(f"{path}.references: a name is listed twice")
+        if trained_references(family, entry.references):
+            resolved, problems = _with_reference_training(resolved, path)
+            errors += problems
+        elif entry.reference_training is not None:
+            errors.append(f"{path}.reference_training: no trained reference (oracle, multitask) is named in "
+                          f"{path}.references, so nothing would use it")
         families.append(resolved)
 
     algorithms: list[ResolvedAlgorithm] = []

@@ -28,6 +28,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "trmrl": {"preset": "cheap", "config": {"layers": 1, "d_model": 16, "ff_size": 32, "heads": 2,
                                             "working_memory": 10, "epochs": 2}},
     "maml": {"preset": "cheap", "config": {"hidden_sizes": [16, 16]}},
+    "mlp_ppo": {"config": {"hidden_sizes": [16, 16], "epochs": 2, "minibatches": 2}},
     "pearl": {"preset": "cheap", "config": {"hidden_size": 32, "encoder_hidden_size": 32, "meta_batch_tasks": 4,
                                             "batch_transitions": 16, "context_transitions": 10, "gradient_steps": 2,
                                             "collect_tasks": 2, "initial_env_steps": 10, "prior_env_steps": 10}},

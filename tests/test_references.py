@@ -12,6 +12,7 @@ import pytest
 from algorithms.base import Task, TrialBatch
 from harness.references import (
     MAX_BAYES_OPTIMAL_STATES,
+    TrainedReference,
     bayes_optimal_feasible,
     bayes_optimal_state_count,
     bayes_optimal_value,
@@ -185,7 +186,7 @@ def test_oracle_arm_is_the_best_mean() -> None:
 def test_point_nav_reference_ordering(reward: str) -> None:
     family = _family("point_nav", reward=reward)
     tasks = _tasks(family, 200, seed=5)
-    mean = {name: _run(family, name, tasks, 2).episode_returns.mean() for name in references_for(family)}
+    mean = {name: _run(family, name, tasks, 2).episode_returns.mean() for name in _policies(family)}
     assert mean["oracle"] > mean["non_adaptive"] > mean["random"], mean
 
 
@@ -235,7 +236,7 @@ def test_same_seed_same_actions_and_no_global_randomness(
     tasks = _tasks(family, 64, seed=7)
     # The legacy global generator must not move: references draw only from the rng they are given.
     global_state = np.random.get_state()[1].copy()  # type: ignore[index]  # noqa: NPY002
-    for name in references_for(family):
+    for name in _policies(family):
         first = _run(family, name, tasks, episodes_per_trial, seed=11)
         second = _run(family, name, tasks, episodes_per_trial, seed=11)
         np.testing.assert_array_equal(first.actions, second.actions, err_msg=name)
@@ -262,11 +263,17 @@ def test_random_references_use_their_rng() -> None:
         assert not np.array_equal(*actions), name
 
 
+def _policies(family: Any) -> dict[str, Any]:
+    """The references built from tasks (not those the harness trains: tests/test_trained_references.py)."""
+    return {name: ref for name, ref in references_for(family).items() if not isinstance(ref, TrainedReference)}
+
+
 def test_references_for_dispatch() -> None:
     assert set(selected_references(_family("bandit"))) == {"random", "ucb1", "thompson", "bayes_optimal", "oracle"}
-    assert list(references_for(_family("bandit")))[5:] == ["gittins", "ucb1_tuned", "epsilon_greedy", "greedy"]
-    assert set(references_for(_family("point_nav"))) == set(selected_references(_family("point_nav"))) == {
-        "random", "oracle", "non_adaptive"}
+    assert list(references_for(_family("bandit")))[5:] == ["gittins", "ucb1_tuned", "epsilon_greedy", "greedy",
+                                                          "multitask"]
+    assert set(selected_references(_family("point_nav"))) == {"random", "oracle", "non_adaptive"}
+    assert set(references_for(_family("point_nav"))) == {"random", "oracle", "non_adaptive", "multitask"}
     assert references_for(SimpleNamespace(name="no_such_family")) == {}  # type: ignore[arg-type]
     for ref in references_for(_family("bandit")).values():
         assert ref.description and "\n" not in ref.description

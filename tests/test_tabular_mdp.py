@@ -371,7 +371,7 @@ def test_the_rl2_papers_mdp_baselines_are_offered_named_only_and_tuned_on_first_
     family = _family()
     train = _tasks(family, 40, seed=30)
     offered = references_for(family, 3, train)
-    assert list(offered) == ["random", "psrl", "oracle", "opsrl", "ucrl2", "epsilon_greedy", "greedy"]
+    assert list(offered) == ["random", "psrl", "oracle", "opsrl", "ucrl2", "epsilon_greedy", "greedy", "multitask"]
     assert list(selected_references(family, 3, ["greedy", "opsrl"], train)) == ["greedy", "opsrl"]
     assert calls == []  # nothing tuned by listing or selecting
     tasks = _tasks(family, 8, seed=31)

@@ -94,6 +94,12 @@ class TaskFamily(ABC):
         """Whether a task lies inside the training distribution's support (used to check OOD splits)."""
         return True
 
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray | None:
+        """The task's parameters as a flat float vector, appended to the observations of the ``oracle``
+        reference (a policy told the task, ``harness.tasks.told``); ``None``: the family does not declare
+        one (no trained oracle)."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Human-readable summary for ``python -m harness tasks``."""
         return {

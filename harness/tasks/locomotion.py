@@ -209,6 +209,9 @@ class HalfCheetahVelFamily(LocomotionFamily):
         lo_hi = self.params.ood_velocity_range if split == "ood" else self.params.train_range
         return {"velocity": float(rng.uniform(*lo_hi))}  # type: ignore[misc]
 
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray:
+        return np.array([params["velocity"]], np.float32)
+
     def in_training_region(self, params: dict[str, Any]) -> bool:
         return _in_range(params["velocity"], self.params.train_range)
 
@@ -254,6 +257,9 @@ class HalfCheetahDirFamily(LocomotionFamily):
     def sample_params(self, split: str, rng: np.random.Generator) -> dict[str, Any]:
         return {"direction": int(rng.choice([-1, 1]))}
 
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray:
+        return np.array([params["direction"]], np.float32)
+
     def regions(self) -> dict[str, str]:
         return {"train": "direction ∈ {-1, +1}, each with probability 1/2 (test tasks coincide)", "ood": "none"}
 
@@ -298,6 +304,10 @@ class DirectionFamily(LocomotionFamily):
     def sample_params(self, split: str, rng: np.random.Generator) -> dict[str, Any]:
         lo_hi = self.params.ood_angle_range_deg if split == "ood" else self.params.angle_range_deg
         return {"angle_rad": math.radians(float(rng.uniform(*lo_hi)))}  # type: ignore[misc]
+
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray:
+        """The direction as a unit vector (cos θ, sin θ): continuous across the wrap at ±π."""
+        return np.array([math.cos(params["angle_rad"]), math.sin(params["angle_rad"])], np.float32)
 
     def in_training_region(self, params: dict[str, Any]) -> bool:
         degrees = math.degrees(params["angle_rad"]) % 360.0
@@ -458,6 +468,9 @@ class AntGoalFamily(LocomotionFamily):
         angle = rng.uniform(0.0, 2.0 * math.pi)
         return {"goal": [radius * math.cos(angle), radius * math.sin(angle)]}
 
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray:
+        return np.asarray(params["goal"], np.float32)
+
     def in_training_region(self, params: dict[str, Any]) -> bool:
         return math.hypot(*params["goal"]) <= self.params.radius + _TOL
 
@@ -539,6 +552,11 @@ class RandomParamsFamily(LocomotionFamily):
                 values = rng.uniform(-self.params.log_scale_limit, self.params.log_scale_limit, size)
             exponents[field] = np.round(values, 4).tolist()
         return {"scale_exponents": exponents}
+
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray:
+        """The scale exponents of every randomised array, flattened in the order of ``randomize``."""
+        exponents = params["scale_exponents"]
+        return np.concatenate([np.ravel(exponents[field]) for field in self.params.randomize]).astype(np.float32)
 
     def in_training_region(self, params: dict[str, Any]) -> bool:
         for field, values in params["scale_exponents"].items():

@@ -38,6 +38,10 @@ if TYPE_CHECKING:  # metaworld is imported lazily: it costs ~0.35 s and every en
     import metaworld
     from metaworld.sawyer_xyz_env import SawyerXYZEnv
 
+#: Length of the goal vector of the oracle's task vector: the longest ``rand_vec`` of a Meta-World class
+#: (object and goal positions, 6 numbers); shorter ones are zero-padded.
+RAND_VEC_SIZE = 6
+
 #: Goals Meta-World generates per task class in every task list (``metaworld._N_GOALS``); checked
 #: whenever a list is read, so a Meta-World release that changes it fails loudly.
 GOALS_PER_CLASS = 50
@@ -344,6 +348,17 @@ class _MetaWorldFamily(TaskFamily):
 
     def in_training_region(self, params: dict[str, Any]) -> bool:
         return params["env_name"] in self.train_classes
+
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray:
+        """The goal vector (``rand_vec``, zero-padded to ``RAND_VEC_SIZE``), after a one-hot of the task class
+        over the train and held-out classes where the family has several."""
+        classes = self.train_classes + self.ood_classes
+        goal = np.zeros(RAND_VEC_SIZE, np.float32)
+        rand_vec = np.asarray(params["rand_vec"], np.float32)[:RAND_VEC_SIZE]
+        goal[: len(rand_vec)] = rand_vec
+        if len(classes) == 1:
+            return goal
+        return np.concatenate([np.eye(len(classes), dtype=np.float32)[classes.index(params["env_name"])], goal])
 
     def make_env(self) -> gym.Env:
         """An environment over every class of the family; Meta-World envs are built on first use."""

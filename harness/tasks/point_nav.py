@@ -108,6 +108,9 @@ class PointNavFamily(TaskFamily):
         angle = math.radians(float(rng.uniform(*angles)))  # type: ignore[misc]
         return {"goal": [radius * math.cos(angle), radius * math.sin(angle)]}
 
+    def task_vector(self, params: dict[str, Any]) -> np.ndarray:
+        return np.asarray(params["goal"], np.float32)
+
     def in_training_region(self, params: dict[str, Any]) -> bool:
         x, y = params["goal"]
         radius = math.hypot(x, y)

@@ -1,0 +1,259 @@
+"""Memoryless PPO: an MLP policy and an MLP value function that see the current observation only.
+
+The harness trains it for the two reference policies of VariBAD- and AMAGO-style comparisons:
+``multitask`` (trained on the training tasks without being told the task: the best a policy that cannot
+adapt does) and ``oracle`` (the same learner on environments whose observation ends with the task's
+parameters; the harness does that wrapping). With no memory, ``adapt`` is the identity and returns and
+GAE stop at every episode end.
+
+It follows cleanrl's ``ppo_continuous_action.py``: a diagonal Gaussian with a state-independent log-std
+(``Box`` actions) or a categorical (``Discrete``), separate tanh MLPs for policy and value, orthogonal
+init, GAE, the clipped surrogate, Adam, advantages normalised per minibatch, gradient clipping, and
+optionally its running observation normalisation (gymnasium's ``NormalizeObservation``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from algorithms import device as devices
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.heads import action_distribution, per_action, sample_action
+from algorithms.ppo import episode_cuts, gae, normalise_advantages, ppo_loss, ppo_update
+
+
+@dataclass(frozen=True)
+class Config:
+    """Memoryless PPO hyperparameters; the defaults are cleanrl's ``ppo_continuous_action.py``."""
+
+    hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata={"doc": "units of the tanh hidden layers "
+                                                                             "of the policy and the value MLPs"})
+    lr: float = field(default=3e-4, metadata={"doc": "Adam learning rate"})
+    adam_eps: float = field(default=1e-5, metadata={"doc": "Adam epsilon"})
+    discount: float = field(default=0.99, metadata={"doc": "γ"})
+    gae_lambda: float = field(default=0.95, metadata={"doc": "GAE λ"})
+    clip: float = field(default=0.2, metadata={"doc": "PPO ratio clip"})
+    epochs: int = field(default=10, metadata={"doc": "passes over each batch per iteration"})
+    minibatches: int = field(default=32, metadata={"doc": "minibatches per epoch (split by env step)"})
+    entropy_coef: float = field(default=0.0, metadata={"doc": "entropy bonus weight"})
+    value_coef: float = field(default=0.5, metadata={"doc": "value loss weight"})
+    max_grad_norm: float | None = field(default=0.5, metadata={"doc": "gradient clipping by global norm "
+                                                                      "(None: no clipping)"})
+    clip_value_separately: bool = field(
+        default=True, metadata={"doc": "clip the value MLP's gradient and the policy's each on its own, so large "
+                                       "returns cannot shrink the policy's step (False: one clip, as cleanrl)"}
+    )
+    target_kl: float | None = field(
+        default=None, metadata={"doc": "stop an update's epochs once their approx. KL exceeds this (None: never)"}
+    )
+    init_std: float = field(default=1.0, metadata={"doc": "initial std of Gaussian actions (Box spaces)"})
+    normalise_observations: bool = field(
+        default=False, metadata={"doc": "scale observations by a running mean and std, clipped to ±10 "
+                                        "(gymnasium's NormalizeObservation, as cleanrl's MuJoCo runs)"}
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # YAML gives lists
+        check(all(h >= 1 for h in self.hidden_sizes), "hidden_sizes", "every layer needs >= 1 unit")
+        for name in ("epochs", "minibatches"):
+            check(getattr(self, name) >= 1, name, "must be >= 1")
+        for name in ("lr", "adam_eps", "clip", "init_std"):
+            check(getattr(self, name) > 0, name, "must be > 0")
+        for name in ("discount", "gae_lambda"):
+            check(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
+        for name in ("entropy_coef", "value_coef"):
+            check(getattr(self, name) >= 0, name, "must be >= 0")
+        check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
+        check(self.target_kl is None or self.target_kl > 0, "target_kl", "must be > 0 or null")
+
+
+def mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
+    """Linear layers with tanh between them; orthogonal weights (gain √2, the output layer's ``out_gain``)
+    and zero biases, as cleanrl's ``layer_init``."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in itertools.pairwise(sizes):
+        layers += [nn.Linear(n_in, n_out), nn.Tanh()]
+    linears = layers[::2]
+    for linear in linears:
+        nn.init.orthogonal_(linear.weight, gain=out_gain if linear is linears[-1] else float(np.sqrt(2)))  # type: ignore[arg-type]
+        nn.init.zeros_(linear.bias)  # type: ignore[arg-type]
+    return nn.Sequential(*layers[:-1])  # no activation after the output layer
+
+
+class MLPNet(nn.Module):
+    """Policy MLP (means or logits), log-std, value MLP, and the observation statistics (buffers)."""
+
+    def __init__(self, obs_dim: int, action_space: gym.Space, config: Config) -> None:
+        super().__init__()
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))  # type: ignore[attr-defined]
+        hidden = list(config.hidden_sizes)
+        self.actor = mlp([obs_dim, *hidden, self.action_dim], out_gain=0.01)
+        self.critic = mlp([obs_dim, *hidden, 1], out_gain=1.0)
+        self.log_std = nn.Parameter(torch.full((self.action_dim,), float(np.log(config.init_std))))  # Box only
+        self.normalising = config.normalise_observations
+        # gymnasium's RunningMeanStd: count starts at 1e-4; float64 so that the count and sums stay exact
+        self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
+        self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
+
+    def normalise(self, obs: Tensor) -> Tensor:
+        """``obs [..., obs_dim]`` → what the MLPs read: itself, or standardised and clipped to ±10."""
+        if not self.normalising:
+            return obs
+        scaled = (obs - self.obs_mean) / torch.sqrt(self.obs_var + 1e-8)
+        return scaled.clamp(-10.0, 10.0).to(obs.dtype)
+
+    @torch.no_grad()
+    def update_statistics(self, obs: Tensor) -> None:
+        """Merge a batch ``[M, obs_dim]`` into the running mean and variance (Chan et al.'s parallel update)."""
+        batch = obs.double()
+        count, batch_count = self.obs_count, float(batch.shape[0])
+        delta, total = batch.mean(0) - self.obs_mean, count + batch_count
+        m2 = self.obs_var * count + batch.var(0, unbiased=False) * batch_count + delta**2 * count * batch_count / total
+        self.obs_mean += delta * batch_count / total
+        self.obs_var.copy_(m2 / total)
+        self.obs_count.copy_(total)
+
+    def distribution(self, x: Tensor) -> torch.distributions.Distribution:
+        return action_distribution(self.actor(x), self.log_std, self.discrete)
+
+
+class MLPPolicy:
+    """Acts on the current observations only: one forward pass for all N environments per step, on the
+    network's device; the action noise is drawn on the CPU from ``generator``."""
+
+    def __init__(self, net: MLPNet, generator: torch.Generator) -> None:
+        self.net = net
+        self.device = net.log_std.device
+        self.generator = generator
+        self.noise = torch.empty(0)
+
+    def reset(self, new_trial: np.ndarray) -> None:
+        pass  # no memory
+
+    @torch.inference_mode()
+    def act(self, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, episode_start: np.ndarray,
+            deterministic: bool) -> np.ndarray:
+        """Actions ``[N, ...]`` from ``obs [N, *obs_shape]`` alone; the previous action, reward and done are ignored."""
+        x = torch.as_tensor(obs, dtype=torch.float32).reshape(len(obs), -1).to(self.device)
+        out = self.net.actor(self.net.normalise(x)).cpu()
+        if self.noise.shape != out.shape:
+            self.noise = torch.empty_like(out)
+        return sample_action(out, self.net.log_std.cpu(), self.net.discrete, deterministic, self.generator,
+                             self.noise).numpy()
+
+
+@register("mlp_ppo")
+class MLPPPO:
+    """PPO with memoryless MLP policy and value; see the module docstring."""
+
+    Config = Config
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        # cleanrl's ppo_continuous_action.py MuJoCo settings (its defaults, which Config's follow) with its
+        # NormalizeObservation wrapper. Not reproduced: its NormalizeReward wrapper, value-loss clipping and
+        # learning-rate annealing (which needs the run's budget, the harness's to know).
+        "mujoco": {"hidden_sizes": (64, 64), "lr": 3e-4, "adam_eps": 1e-5, "discount": 0.99,
+                   "gae_lambda": 0.95, "clip": 0.2, "epochs": 10, "minibatches": 32, "entropy_coef": 0.0,
+                   "value_coef": 0.5, "max_grad_norm": 0.5, "init_std": 1.0, "normalise_observations": True},
+    }
+    exploration_episodes: int | None = None
+    samples_own_tasks = False
+
+    @staticmethod
+    def acts_on(config: Config) -> devices.Acting:
+        """Where acting runs (``algorithms.device``): one small MLP forward per env step, no slower on the CPU."""
+        return "cpu"
+
+    def __init__(self, env: MetaEnvInfo, config: Config, seed: int, device: str | torch.device = "cpu") -> None:
+        self.env = env
+        self.config = config
+        self.device = devices.resolve(device)
+        obs_dim = int(np.prod(env.observation_space.shape))
+        torch_seed = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng(devices=[]):  # built on the CPU: the same initial weights on any device
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
+            self.net = MLPNet(obs_dim, env.action_space, config)
+        self.net.to(self.device)
+        self.acting_net = devices.acting_copy(self.net, self.device, devices.acting_device(self.device, "cpu"))
+        self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=config.adam_eps)
+        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
+        self.iterations = 0
+
+    def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
+        """A policy acting with the current network, drawing its action noise from ``generator`` (the
+        harness's evaluation generator), or from the training generator when ``None``."""
+        return MLPPolicy(self.acting_net, self.generator if generator is None else generator)
+
+    def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
+        return policy  # no memory and no task inference: nothing to adapt
+
+    def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
+        batch = sampler.collect(self.exploration_policy(), tasks, self.env.episodes_per_trial)
+        cfg, net = self.config, self.net
+
+        def tensor(array: np.ndarray) -> Tensor:
+            return torch.from_numpy(array).to(self.device)
+
+        obs, valid = tensor(batch.obs).flatten(2), tensor(batch.valid)
+        # Returns stop at every episode end, time limits included: the batch holds no observation after a
+        # truncation to bootstrap from, so a time limit is treated as a terminal state (as RL² and ProMP).
+        cut = tensor(episode_cuts(batch.valid, batch.episode_end))
+        with torch.no_grad():
+            x = net.normalise(obs)  # the statistics the batch was collected with; updated after the epochs
+            values = net.critic(x).squeeze(-1) * valid
+            advantages, returns = gae(tensor(batch.rewards), values, cut, cfg.discount, cfg.gae_lambda)
+            # no memory: the valid steps of every trial are one flat batch [M], shuffled step by step
+            steps = {"x": x[valid], "actions": tensor(batch.actions)[valid], "advantages": advantages[valid],
+                     "returns": returns[valid], "values": values[valid]}
+            steps["log_prob"] = per_action(net.distribution(steps["x"]).log_prob(steps["actions"]), net.discrete)
+
+        def loss_fn(index: Tensor) -> dict[str, Tensor]:
+            index = index.to(self.device)  # minibatch indices come from the CPU generator
+            x_i = steps["x"][index]
+            dist = net.distribution(x_i)
+            log_prob = per_action(dist.log_prob(steps["actions"][index]), net.discrete)
+            ones = torch.ones_like(log_prob)
+            return ppo_loss(
+                log_prob, steps["log_prob"][index], normalise_advantages(steps["advantages"][index], ones),
+                net.critic(x_i).squeeze(-1), steps["returns"][index], per_action(dist.entropy(), net.discrete),
+                ones, cfg.clip, cfg.value_coef, cfg.entropy_coef,
+            )
+
+        logs = ppo_update(
+            loss_fn, len(steps["x"]), self.optimiser, list(net.parameters()), cfg.epochs, cfg.minibatches,
+            cfg.max_grad_norm, self.generator, cfg.target_kl, cfg.clip_value_separately,
+        )
+        if cfg.normalise_observations:
+            net.update_statistics(obs[valid])
+        devices.refresh(self.acting_net, net)
+        self.iterations += 1
+        # explained variance of the returns by the values before the update (cleanrl logs it)
+        explained = 1.0 - (steps["returns"] - steps["values"]).var() / steps["returns"].var().clamp_min(1e-8)
+        return {**logs, "explained_variance": float(explained), "train_return": float(batch.episode_returns.mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        config = asdict(self.config)
+        config["hidden_sizes"] = list(config["hidden_sizes"])
+        return {
+            "config": config,
+            "net": devices.cpu_state(self.net.state_dict()),
+            "optimiser": devices.cpu_state(self.optimiser.state_dict()),
+            "generator": self.generator.get_state(),
+            "iterations": self.iterations,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])  # copies into the parameters and buffers, wherever they live
+        devices.refresh(self.acting_net, self.net)
+        self.optimiser.load_state_dict(state["optimiser"])  # moves the moments to the parameters' device
+        self.generator.set_state(state["generator"])
+        self.iterations = int(state["iterations"])
