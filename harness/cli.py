@@ -23,8 +23,12 @@ def _fail(message: str) -> int:
 
 
 def _build_errors(suite: Suite) -> list[str]:
-    """Build one environment per family, set its first training task, reset it and take one step."""
+    """Build one environment per family, set its first training task, reset it and take one step; then build
+    every learner that runs on the family (and its trained references) once on the family's spaces."""
+    from algorithms.base import MetaEnvInfo
+    from harness.runner import is_trained, reference_keys, training
     from harness.splits import build_splits
+    from harness.store import RunKey
 
     errors = []
     splits = build_splits(suite)
@@ -34,9 +38,28 @@ def _build_errors(suite: Suite) -> list[str]:
             family.family.set_task(env, splits[family.key]["train"][0])
             env.reset(seed=0)
             env.step(env.action_space.sample())
+            spaces = {family.family: (env.observation_space, env.action_space)}
             env.close()
         except Exception as e:  # any failure to build is reported, with its type, before anything runs
             errors.append(f"families[{i}] ({family.key}): cannot build its environment: {type(e).__name__}: {e}")
+            continue
+        keys = [k for k in reference_keys(suite) if k.family == family.key and k.seed == suite.spec.seeds[0]
+                and is_trained(suite, k)]
+        keys += [RunKey(a.key, family.key, suite.spec.seeds[0]) for a in suite.algorithms if a.runs_on(family.key)]
+        for key in keys:
+            plan = training(suite, key)
+            where = (f"algorithms[{[a.key for a in suite.algorithms].index(key.algorithm)}] ({key.algorithm})"
+                     if key.kind == "learner" else f"families[{i}].references ({key.algorithm})")
+            try:
+                if plan.view not in spaces:  # the oracle's told view: one more environment
+                    view = plan.view.make_env()
+                    spaces[plan.view] = (view.observation_space, view.action_space)
+                    view.close()
+                plan.cls(MetaEnvInfo(*spaces[plan.view], family.episodes_per_trial, family.family.max_episode_steps),
+                         plan.config, seed=0, device="cpu")
+            except Exception as e:  # e.g. a continuous-action learner on a discrete family
+                message = str(e).splitlines()[0] if str(e) else ""
+                errors.append(f"{where}: cannot be built on {family.key}'s spaces: {type(e).__name__}: {message}")
     return errors
 
 
@@ -89,6 +112,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             return _fail(f"device: {suite.spec.device} asked for, but this machine has no CUDA device "
                          "(use device: auto to run on the CPU where there is none)")
+    errors = _build_errors(suite)  # a learner that cannot run on a family fails here, before any run starts
+    if errors:
+        print(f"{args.suite}:\n" + "\n".join(f"  {line}" for line in errors), file=sys.stderr)
+        return 2
     results_dir = Path(args.results or Path("results") / suite.name)
     data = yaml.safe_load(Path(args.suite).read_text())
     try:

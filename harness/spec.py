@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class SplitSpec(_Strict):
@@ -356,6 +357,17 @@ def _family_errors(name: str, params: dict[str, Any], path: str) -> tuple[TaskFa
     return cls(validated), []
 
 
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` is (or holds) an infinite or NaN float (YAML's ``.inf``, ``.nan``)."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
 def build_config(config_cls: type, overrides: dict[str, Any], path: str) -> tuple[Any, list[str]]:
     """A learner config dataclass from ``overrides``; errors name ``path.key`` and the reason."""
     hints = typing.get_type_hints(config_cls)
@@ -364,6 +376,9 @@ def build_config(config_cls: type, overrides: dict[str, Any], path: str) -> tupl
     for key, value in overrides.items():
         if key not in hints:
             errors.append(f"{path}.{key}: unknown key (allowed: {', '.join(allowed)})")
+            continue
+        if _non_finite(value):
+            errors.append(f"{path}.{key}: must be a finite number, got {value!r}")
             continue
         try:
             values[key] = TypeAdapter(hints[key]).validate_python(value)
@@ -385,6 +400,9 @@ def _check_keys(config_cls: type, values: dict[str, Any], path: str) -> list[str
         if key not in hints:
             allowed = ", ".join(f.name for f in dataclasses.fields(config_cls))
             errors.append(f"{path}.{key}: unknown key (allowed: {allowed})")
+            continue
+        if _non_finite(value):
+            errors.append(f"{path}.{key}: must be a finite number, got {value!r}")
             continue
         try:
             TypeAdapter(hints[key]).validate_python(value)
@@ -592,9 +610,12 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite YAML file (``yaml.safe_load`` only)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise SpecError(str(path), [f"<file>: cannot read: {e.strerror}"]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError(str(path), [f"<file>: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start})"]) \
+            from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

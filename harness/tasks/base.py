@@ -26,7 +26,7 @@ SPLITS = ("train", "test", "ood")
 class FamilyParams(BaseModel):
     """Base of every family's parameter model: strict, frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class SplitError(ValueError):
