@@ -558,7 +558,7 @@ def _time_evaluation(learner: Any, suite: Any, algorithm: Any, family: Any, spli
     clock = clock_for(device)
     root, seed, horizon = suite.spec.seed, suite.spec.seeds[0], family.family.max_episode_steps
     protocol = algorithm.protocol_for(family.key)
-    records_success = bool(getattr(family.family, "records_success", False))
+    records_success = family.family.records_success
     task_sets = {"test": split["test"], "ood": split["ood"],
                  "train": train_eval_sample(dict(split), suite.spec.evaluation.train_tasks)}
     episodes = timed = protocol.episodes_per_trial

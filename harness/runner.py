@@ -107,7 +107,7 @@ def _task_sets(suite: Suite, family: ResolvedFamily) -> tuple[dict[str, list[Tas
 
 
 def _records_success(family: ResolvedFamily) -> bool:
-    return bool(getattr(family.family, "records_success", False))
+    return family.family.records_success
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,8 @@ class TaskFamily(ABC):
     default_episodes_per_trial: ClassVar[int] = 1
     #: Version of the observation/reward definition; enters the task hash.
     version: ClassVar[str] = "1"
+    #: Whether its environments report ``info["success"]`` (Meta-World): evaluations then record ``success``.
+    records_success: ClassVar[bool] = False
 
     def __init__(self, params: FamilyParams) -> None:
         self.params = params

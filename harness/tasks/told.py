@@ -59,7 +59,7 @@ class TaskTold(TaskFamily):
         self.name = family.name  # type: ignore[misc]
         self.Params = family.Params  # type: ignore[misc]
         self.default_episodes_per_trial = family.default_episodes_per_trial  # type: ignore[misc]
-        self.records_success = bool(getattr(family, "records_success", False))
+        self.records_success = family.records_success  # type: ignore[misc]
 
     @property
     def max_episode_steps(self) -> int:
