@@ -1,19 +1,22 @@
-"""What a learner sees of the harness: tasks, trial batches, and the protocols of DESIGN.md §4.
+"""The contract between the harness and every learner: tasks, trial batches, and the protocols of DESIGN.md §4.
 
 An algorithm imports this module and torch, never the runner. The harness implements `Sampler`;
-every learner implements `MetaLearner` and hands out `Policy` objects; a plain-dict registry maps
-suite names to learner classes.
+every learner implements `MetaLearner` and hands out `Policy` objects, and its class is a
+`LearnerClass`. Which learners exist is the registry's to know (`algorithms.registry`), not this module's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from algorithms.device import Acting
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,28 @@ class MetaLearner(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class LearnerClass(Protocol):
+    """A learner class, as ``algorithms.registry.learner_class`` hands it out; calling it builds a ``MetaLearner``.
+
+    ``exploration_episodes`` and ``samples_own_tasks`` are the built learner's (``MetaLearner``): MAML and
+    PEARL set them from their config, so the class need not carry them.
+    """
+
+    #: The suite name it is registered under, e.g. ``"rl2"``.
+    name: str
+    #: Its config: a frozen dataclass whose fields carry ``metadata={"doc": ...}``.
+    Config: type
+    #: Preset name → config overrides, e.g. ``{"mujoco": {"hidden_size": 64, ...}}``.
+    presets: dict[str, dict[str, Any]]
+
+    def acts_on(self, config: Any) -> Acting:
+        """Where a learner with ``config`` acts, ``"cpu"`` or ``"device"`` (``algorithms.device``)."""
+        ...
+
+    def __call__(self, env: MetaEnvInfo, config: Any, seed: int, device: str | torch.device = "cpu") -> MetaLearner: ...
+
+
 # --- configs -------------------------------------------------------------------------------------
 
 
@@ -186,39 +211,3 @@ def check(condition: bool, field: str, reason: str) -> None:
     """Raise ``ValueError("field: reason")`` unless ``condition``; used in configs' ``__post_init__``."""
     if not condition:
         raise ValueError(f"{field}: {reason}")
-
-
-# --- registry ------------------------------------------------------------------------------------
-
-
-#: Learner classes by suite name. A class has ``Config`` (a frozen dataclass whose fields carry
-#: ``metadata={"doc": ...}``), ``presets`` (name → config overrides) and is built as
-#: ``cls(env: MetaEnvInfo, config: Config, seed: int, device: str = "cpu")``.
-LEARNERS: dict[str, Any] = {}
-
-
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator adding a learner to ``LEARNERS`` under ``name``; a duplicate name raises."""
-
-    def add(cls: type) -> type:
-        if name in LEARNERS:
-            raise ValueError(f"learner {name!r} is registered twice")
-        LEARNERS[name] = cls
-        cls.name = name  # type: ignore[attr-defined]
-        return cls
-
-    return add
-
-
-def learner_class(name: str) -> Any:
-    """The learner class registered as ``name``; the error lists the names that exist."""
-    _import_builtin_learners()
-    try:
-        return LEARNERS[name]
-    except KeyError:
-        raise KeyError(f"unknown algorithm {name!r}; known: {', '.join(sorted(LEARNERS))}") from None
-
-
-def _import_builtin_learners() -> None:
-    # Importing the modules runs their @register decorators.
-    from algorithms import maml, mlp_ppo, pearl, rl2, trmrl  # noqa: F401

@@ -61,7 +61,7 @@ from torch.func import functional_call, vmap
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
 from algorithms.heads import sample_action
 from algorithms.ppo import fit_linear_baseline, gae, ppo_loss
 
@@ -839,7 +839,6 @@ def trpo_step(parameters: list[nn.Parameter], objective: Callable[[bool], dict[s
 # --- the learner ---------------------------------------------------------------------------------
 
 
-@register("maml")
 class MAML:
     """MAML with a TRPO or PPO outer step; see the module docstring.
 
@@ -849,6 +848,7 @@ class MAML:
     themselves).
     """
 
+    name = "maml"
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
 from algorithms.heads import action_distribution, per_action, sample_action
 from algorithms.ppo import episode_cuts, gae, normalise_advantages, ppo_loss, ppo_update
 
@@ -152,10 +152,10 @@ class MLPPolicy:
                              self.noise).numpy()
 
 
-@register("mlp_ppo")
 class MLPPPO:
     """PPO with memoryless MLP policy and value; see the module docstring."""
 
+    name = "mlp_ppo"
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # cleanrl's ppo_continuous_action.py MuJoCo settings (its defaults, which Config's follow) with its

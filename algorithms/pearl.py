@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
 
 POSTERIOR_CONTEXTS = ("buffer", "trial")
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds
@@ -615,11 +615,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@register("pearl")
 class PEARL:
     """PEARL; see the module docstring. Gradient steps run on ``device``; acting (with CPU copies of the
     networks, refreshed after every training phase) and the replay buffers stay on the CPU."""
 
+    name = "pearl"
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
 

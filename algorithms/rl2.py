@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
 from algorithms.heads import StepInputs, action_distribution, augmented_observation, per_action, sample_action
 from algorithms.ppo import (
     episode_cuts,
@@ -229,10 +229,10 @@ class RL2Policy:
                              self.noise).numpy()
 
 
-@register("rl2")
 class RL2:
     """RL² trained with PPO; see the module docstring."""
 
+    name = "rl2"
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # ProMP full_code configs/rl2_config.json (the TrMRL paper's MuJoCo RL² baseline) with the defaults

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, register
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
 from algorithms.heads import StepInputs, action_distribution, augmented_observation, per_action, sample_action
 from algorithms.ppo import gae, masked_mean, normalise_advantages, ppo_loss, ppo_update, trial_cuts
 
@@ -746,10 +746,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["paper"] = PRESETS["halfcheetah_vel"]
 
 
-@register("trmrl")
 class TrMRL:
     """TrMRL trained with PPO; see the module docstring."""
 
+    name = "trmrl"
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = PRESETS
     exploration_episodes: int | None = None

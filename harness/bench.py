@@ -56,7 +56,8 @@ import numpy as np
 import torch
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Task, TrialBatch, learner_class
+from algorithms.base import MetaEnvInfo, Policy, Task, TrialBatch
+from algorithms.registry import learner_class
 from harness import seeding
 from harness.rollout import Sampler
 from harness.tasks import TaskFamily, family_class, make_split

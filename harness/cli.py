@@ -333,10 +333,11 @@ def cmd_import_garage(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from harness.tasks import FAMILIES, family_class
+    from harness.tasks import family_class, family_names
 
     if args.family is None:
-        for name, cls in sorted(FAMILIES.items()):
+        for name in family_names():
+            cls = family_class(name)
             print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
         return 0
     try:

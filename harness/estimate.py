@@ -392,7 +392,8 @@ def measure_kind(suite: Any, algorithm: Any, family: Any, device: str = "cpu", i
     family's split, if already drawn. See the module docstring for what is timed on a fraction."""
     import torch
 
-    from algorithms.base import MetaEnvInfo, learner_class
+    from algorithms.base import MetaEnvInfo
+    from algorithms.registry import learner_class
     from harness import seeding
     from harness.rollout import Sampler
     from harness.splits import family_split
@@ -613,9 +614,11 @@ def measure_reference(suite: Any, key: Any) -> float:
 
 def startup_seconds() -> float:
     """CPU seconds a fresh interpreter takes to do what a worker does once, before its first run's own work:
-    import the runner and every learner, and build a first optimiser (PyTorch imports its compiler then, ~2 s).
-    Drawing the suite's splits comes on top (``estimate_suite``'s ``splits_s``)."""
-    script = ("import torch, harness.runner; from algorithms.base import learner_class; learner_class('rl2'); "
+    import the runner, every learner and every family, and build a first optimiser (PyTorch imports its compiler
+    then, ~2 s). Drawing the suite's splits comes on top (``estimate_suite``'s ``splits_s``)."""
+    script = ("import torch, harness.runner; from algorithms.registry import BUILTIN_LEARNERS, learner_class; "
+              "from harness.tasks.registry import BUILTIN_FAMILIES, family_class; "
+              "[learner_class(name) for name in BUILTIN_LEARNERS]; [family_class(name) for name in BUILTIN_FAMILIES]; "
               "torch.optim.Adam([torch.zeros(1, requires_grad=True)])")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,

@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from algorithms.base import learner_class
+from algorithms.registry import BUILTIN_LEARNERS, learner_class
 from harness.estimate import cached_run_seconds, format_seconds, makespan
 from harness.references import trained_references
 from harness.runner import LOCKED, RunContext, execute, learner_keys, reference_keys, resolve_device
@@ -45,6 +45,7 @@ from harness.store import (
     exclusive_lock,
     init_suite_dir,
 )
+from harness.tasks.registry import BUILTIN_FAMILIES, family_class
 
 #: Seconds the driver waits, after SIGINT/SIGTERM, for running runs to checkpoint and stop.
 STOP_GRACE_S = 120.0
@@ -357,7 +358,11 @@ def _die_with_parent() -> None:
 def _worker_main(conn: Connection) -> None:
     """A pool worker: execute the contexts the driver sends, one at a time, until the pipe closes."""
     _die_with_parent()
-    learner_class("rl2")  # import every learner now, while the driver prepares the suite
+    # Import every learner and family now, while the driver prepares the suite.
+    for name in BUILTIN_LEARNERS:
+        learner_class(name)
+    for name in BUILTIN_FAMILIES:
+        family_class(name)
 
     def terminate(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from algorithms.base import MetaEnvInfo, Task, learner_class
+from algorithms.base import MetaEnvInfo, Task
+from algorithms.registry import learner_class
 from harness import seeding
 from harness.evaluate import Protocol, evaluate, evaluate_learner
 from harness.references import TRAINED_REFERENCE_LEARNER, selected_references, trained_references

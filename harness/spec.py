@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from algorithms.base import learner_class
+from algorithms.registry import learner_class
 from harness import tasks as task_families
 from harness.evaluate import Protocol
 from harness.references import TRAINED_REFERENCE_LEARNER, references_for, trained_references

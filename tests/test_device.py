@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, learner_class
+from algorithms.base import MetaEnvInfo
+from algorithms.registry import learner_class
 from harness import seeding
 from harness.rollout import Sampler
 from harness.tasks import family_class, make_split

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from algorithms.base import LEARNERS, register
+from algorithms.registry import registered
 from algorithms.rl2 import RL2
 from harness.cli import main
 from harness.executors import run_local
@@ -133,6 +135,7 @@ def test_sigkill_at_seeded_random_points_resumes_to_exactly_the_rows_of_an_unint
 class _CountingRaiser(RL2):
     """RL² whose 2nd iteration (counted over the run, so also after a resume) always raises."""
 
+    name = "test_raises_2nd"
     calls = 0
 
     def train_iteration(self, sampler: Any, tasks: Any) -> dict[str, float]:
@@ -145,6 +148,7 @@ class _CountingRaiser(RL2):
 class _FailsOnce(RL2):
     """RL² whose first attempt raises in its 3rd iteration; the retry succeeds."""
 
+    name = "test_fails_once"
     failed = False
 
     def train_iteration(self, sampler: Any, tasks: Any) -> dict[str, float]:
@@ -154,11 +158,15 @@ class _FailsOnce(RL2):
         return super().train_iteration(sampler, tasks)
 
 
-for _name, _cls in (("test_raises_2nd", _CountingRaiser), ("test_fails_once", _FailsOnce)):
-    if _name not in LEARNERS:
-        register(_name)(_cls)
+@pytest.fixture
+def faulty_learners() -> Iterator[None]:
+    with ExitStack() as stack:
+        for cls in (_CountingRaiser, _FailsOnce):
+            stack.enter_context(registered(cls.name, cls))
+        yield
 
 
+@pytest.mark.usefixtures("faulty_learners")
 def test_a_learner_raising_on_its_2nd_iteration_is_retried_from_its_checkpoint_then_marked_failed(
     tmp_path: Path, capsys: Any
 ) -> None:
@@ -182,6 +190,7 @@ def test_a_learner_raising_on_its_2nd_iteration_is_retried_from_its_checkpoint_t
     assert set(RunStore(tmp_path / "r", RunKey("test_raises_2nd", "bandit", 0)).rows()["iteration"]) == {0, 1}
 
 
+@pytest.mark.usefixtures("faulty_learners")
 def test_a_transient_failure_is_retried_and_ends_with_the_rows_of_an_uninterrupted_run(tmp_path: Path) -> None:
     config = {"hidden_size": 8}
     _FailsOnce.failed = False

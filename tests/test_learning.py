@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from algorithms.base import MetaEnvInfo, learner_class
+from algorithms.base import MetaEnvInfo
+from algorithms.registry import learner_class
 from harness.executors import run_local
 from harness.spec import parse_suite
 from harness.store import load_results

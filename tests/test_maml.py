@@ -17,8 +17,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-import algorithms.maml  # noqa: F401  # registers "maml" before suites name it
-from algorithms.base import LEARNERS, MetaEnvInfo, Task, TrialBatch
+from algorithms.base import MetaEnvInfo, Task, TrialBatch
 from algorithms.maml import (
     MAML,
     PRESETS,
@@ -38,6 +37,7 @@ from algorithms.maml import (
     to_rollouts,
     trpo_step,
 )
+from algorithms.registry import learner_class
 from harness.executors import run_local
 from harness.rollout import Sampler
 from harness.spec import parse_suite
@@ -411,7 +411,7 @@ def test_state_dict_round_trip_through_torch_save_and_seeded_determinism(outer: 
 
 
 def test_config_validation_presets_and_action_spaces() -> None:
-    assert LEARNERS["maml"] is MAML
+    assert learner_class("maml") is MAML
     with pytest.raises(ValueError, match=r"^outer: must be one of trpo, ppo"):
         Config(outer="sgd")
     with pytest.raises(ValueError, match=r"^inner_steps: must be >= 1"):

@@ -15,8 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-import algorithms.pearl  # noqa: F401  (registers "pearl")
-from algorithms.base import MetaEnvInfo, Task, TrialBatch, learner_class
+from algorithms.base import MetaEnvInfo, Task, TrialBatch
 from algorithms.pearl import (
     PEARL,
     PRESETS,
@@ -30,6 +29,7 @@ from algorithms.pearl import (
     tanh_gaussian_sample,
     trial_transitions,
 )
+from algorithms.registry import learner_class
 from harness import seeding
 from harness.executors import run_local
 from harness.rollout import Sampler

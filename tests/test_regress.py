@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from algorithms.base import LEARNERS, register
+from algorithms.registry import registered
 from algorithms.rl2 import RL2
 from harness.cli import main
 
-if "rl2_lr0" not in LEARNERS:
 
-    @register("rl2_lr0")
-    class FrozenRL2(RL2):
-        """RL² with its learning rate set to 0 after construction (its config rejects lr = 0)."""
+class FrozenRL2(RL2):
+    """RL² with its learning rate set to 0 after construction (its config rejects lr = 0)."""
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            for group in self.optimiser.param_groups:
-                group["lr"] = 0.0
+    name = "rl2_lr0"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for group in self.optimiser.param_groups:
+            group["lr"] = 0.0
+
+
+@pytest.fixture
+def frozen_rl2() -> Iterator[None]:
+    with registered(FrozenRL2.name, FrozenRL2):
+        yield
 
 
 def _suite(tmp_path: Path, algorithm: dict[str, Any], name: str) -> Path:
@@ -38,6 +45,7 @@ def _suite(tmp_path: Path, algorithm: dict[str, Any], name: str) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("frozen_rl2")
 def test_regress_passes_on_its_reference_and_fails_when_the_learner_is_broken(tmp_path, capsys, monkeypatch):
     """RL² on dense point navigation, 2 seeds × 120k env steps (≈1 min in all)."""
     monkeypatch.chdir(tmp_path)

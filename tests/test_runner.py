@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from algorithms.base import LEARNERS, register
+from algorithms.registry import registered
 from algorithms.rl2 import RL2
 from harness.cli import main
 from harness.executors import run_local
@@ -91,16 +92,21 @@ def test_a_done_run_is_skipped_and_a_changed_spec_is_refused(tmp_path: Path) -> 
 class _FailingLearner(RL2):
     """RL² that raises on its second training iteration."""
 
+    name = "test_failing"
+
     def train_iteration(self, sampler: Any, tasks: Any) -> dict[str, float]:
         if self.iterations == 1:
             raise RuntimeError("deliberate failure in iteration 2")
         return super().train_iteration(sampler, tasks)
 
 
-if "test_failing" not in LEARNERS:
-    register("test_failing")(_FailingLearner)
+@pytest.fixture
+def failing_learner() -> Iterator[None]:
+    with registered(_FailingLearner.name, _FailingLearner):
+        yield
 
 
+@pytest.mark.usefixtures("failing_learner")
 def test_a_failing_run_is_marked_failed_and_the_others_finish(tmp_path: Path, capsys: Any) -> None:
     suite = tiny_suite(seeds=[0], references=False,
                        algorithms=[{"name": "test_failing", "config": {"hidden_size": 8}},

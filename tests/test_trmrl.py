@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from algorithms.base import MetaEnvInfo, learner_class
+from algorithms.base import MetaEnvInfo
+from algorithms.registry import learner_class
 from algorithms.trmrl import (
     Config,
     TrMRL,

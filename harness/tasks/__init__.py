@@ -1,9 +1,6 @@
-"""Task families. Importing this package registers the built-in families."""
+"""Task families. Which ones exist, and their classes, come from ``harness.tasks.registry``."""
 
-from harness.tasks import bandit, point_nav  # noqa: F401  (registration)
-from harness.tasks import locomotion as locomotion  # (registration)
-from harness.tasks import meta_world as meta_world  # (registration)
-from harness.tasks import tabular_mdp as tabular_mdp  # (registration)
-from harness.tasks.base import FAMILIES, SPLITS, SplitError, TaskFamily, family_class, make_split, tasks_hash
+from harness.tasks.base import SPLITS, SplitError, TaskFamily, make_split, tasks_hash
+from harness.tasks.registry import family_class, family_names
 
-__all__ = ["FAMILIES", "SPLITS", "SplitError", "TaskFamily", "family_class", "make_split", "tasks_hash"]
+__all__ = ["SPLITS", "SplitError", "TaskFamily", "family_class", "family_names", "make_split", "tasks_hash"]

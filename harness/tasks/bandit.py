@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import Field, model_validator
 
-from harness.tasks.base import FamilyParams, TaskFamily, register_family
+from harness.tasks.base import FamilyParams, TaskFamily
 
 
 class BanditParams(FamilyParams):
@@ -55,7 +55,6 @@ class BernoulliBanditEnv(gym.Env):
         return self._obs, reward, False, False, {}
 
 
-@register_family
 class BanditFamily(TaskFamily):
     """Bernoulli bandit: task = arm means ``p_1..p_k`` ~ U(mean_range); reward of a pull of arm ``a``
     is 1 with probability ``p_a``, else 0. An episode is ``pulls`` pulls; its return is the number of

@@ -1,4 +1,4 @@
-"""Task families, their registry, and fixed train/test/ood splits.
+"""Task families and fixed train/test/ood splits (which families exist: ``harness.tasks.registry``).
 
 A family is a parameterised distribution of MDPs. It validates its own parameters (a strict pydantic
 model), draws tasks for each split from a generator it is given, and builds Gymnasium environments
@@ -112,25 +112,6 @@ class TaskFamily(ABC):
             "max_episode_steps": self.max_episode_steps,
             "default_episodes_per_trial": self.default_episodes_per_trial,
         }
-
-
-FAMILIES: dict[str, type[TaskFamily]] = {}
-
-
-def register_family(cls: type[TaskFamily]) -> type[TaskFamily]:
-    """Class decorator adding a family to ``FAMILIES``; a duplicate name raises."""
-    if cls.name in FAMILIES:
-        raise ValueError(f"task family {cls.name!r} is registered twice")
-    FAMILIES[cls.name] = cls
-    return cls
-
-
-def family_class(name: str) -> type[TaskFamily]:
-    """The family registered as ``name``; the error lists the names that exist."""
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise KeyError(f"unknown task family {name!r}; known: {', '.join(sorted(FAMILIES))}") from None
 
 
 def _task_key(params: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from gymnasium.envs.mujoco.mujoco_env import MujocoEnv
 from gymnasium.envs.mujoco.walker2d_v5 import Walker2dEnv
 from pydantic import Field, model_validator
 
-from harness.tasks.base import FamilyParams, TaskFamily, register_family
+from harness.tasks.base import FamilyParams, TaskFamily
 
 _TOL = 1e-9  # slack for range checks on values that went through float arithmetic
 
@@ -178,7 +178,6 @@ class HalfCheetahVelParams(LocomotionParams):
         return self
 
 
-@register_family
 class HalfCheetahVelFamily(LocomotionFamily):
     """HalfCheetah-v5 running at a target velocity: ``r = -|v_x - v_target| - 0.05·‖a‖²``.
 
@@ -227,7 +226,6 @@ class HalfCheetahVelFamily(LocomotionFamily):
         return float(-abs(info["x_velocity"] - task) + info["reward_ctrl"])
 
 
-@register_family
 class HalfCheetahDirFamily(LocomotionFamily):
     """HalfCheetah-v5 running forward or backward: ``r = dir·v_x - 0.05·‖a‖²``, ``dir ∈ {-1, +1}``.
 
@@ -347,7 +345,6 @@ class AntDirParams(DirectionParams):
         return self
 
 
-@register_family
 class AntDirFamily(DirectionFamily):
     """Ant-v5 walking in a direction: ``r = (v_x, v_y)·(cos θ, sin θ) + survive - ctrl - contact``.
 
@@ -399,7 +396,6 @@ class AntDirFamily(DirectionFamily):
                 "(test tasks coincide)", "ood": "none"}
 
 
-@register_family
 class HumanoidDirFamily(DirectionFamily):
     """Humanoid-v5 walking in a direction: ``r = 1.25·(v_x, v_y)·(cos θ, sin θ) + survive - ctrl - contact``.
 
@@ -433,7 +429,6 @@ class AntGoalParams(LocomotionParams):
         return self
 
 
-@register_family
 class AntGoalFamily(LocomotionFamily):
     """Ant-v5 walking to a goal: ``r = -‖(x, y) - g‖ + survive - ctrl - contact``.
 
@@ -589,7 +584,6 @@ class RandomParamsFamily(LocomotionFamily):
         return params
 
 
-@register_family
 class WalkerParamsFamily(RandomParamsFamily):
     """Walker2d-v5 with randomised body mass, inertia, joint damping and friction (rand_param_envs).
 
@@ -604,7 +598,6 @@ class WalkerParamsFamily(RandomParamsFamily):
     env_class = Walker2dEnv
 
 
-@register_family
 class HopperParamsFamily(RandomParamsFamily):
     """Hopper-v5 with randomised body mass, inertia, joint damping and friction (rand_param_envs).
 

@@ -32,7 +32,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import Field, field_validator
 
-from harness.tasks.base import FamilyParams, SplitError, TaskFamily, register_family
+from harness.tasks.base import FamilyParams, SplitError, TaskFamily
 
 if TYPE_CHECKING:  # metaworld is imported lazily: it costs ~0.35 s and every env module of Meta-World
     import metaworld
@@ -384,7 +384,6 @@ class _MetaWorldFamily(TaskFamily):
         return info
 
 
-@register_family
 class MetaWorldML1Family(_MetaWorldFamily):
     """Meta-World ML1: one task class, tasks = its goal/object positions (``metaworld.ML1``).
 
@@ -402,7 +401,6 @@ class MetaWorldML1Family(_MetaWorldFamily):
         return self.params.task
 
 
-@register_family
 class MetaWorldML10Family(_MetaWorldFamily):
     """Meta-World ML10: 10 training task classes; the 5 held-out classes are the OOD split (``metaworld.ML10``).
 
@@ -415,7 +413,6 @@ class MetaWorldML10Family(_MetaWorldFamily):
     benchmark_kind = "ML10"
 
 
-@register_family
 class MetaWorldML45Family(_MetaWorldFamily):
     """Meta-World ML45: 45 training task classes; the 5 held-out classes are the OOD split (``metaworld.ML45``).
 

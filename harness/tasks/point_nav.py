@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import Field, model_validator
 
-from harness.tasks.base import FamilyParams, TaskFamily, register_family
+from harness.tasks.base import FamilyParams, TaskFamily
 
 
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -78,7 +78,6 @@ def _in_range(value: float, lo_hi: tuple[float, float]) -> bool:
     return lo_hi[0] <= value <= lo_hi[1]
 
 
-@register_family
 class PointNavFamily(TaskFamily):
     """Point navigation: task = goal ``g = r (cos θ, sin θ)`` with ``r ~ U(radius_range)``,
     ``θ ~ U(angle_range_deg)`` (default: the unit upper half circle). Reward per step: dense

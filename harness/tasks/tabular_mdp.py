@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import Field, model_validator
 
-from harness.tasks.base import FamilyParams, TaskFamily, register_family
+from harness.tasks.base import FamilyParams, TaskFamily
 
 #: Half-width of the training region of a task's average mean reward, in standard deviations of that
 #: average under the training prior (``reward_mean_std / sqrt(states * actions)``). Training tasks fall
@@ -125,7 +125,6 @@ class TabularMDPEnv(gym.Env):
         return self._eye[self.state].copy(), reward, False, False, {}
 
 
-@register_family
 class TabularMDPFamily(TaskFamily):
     """Random tabular MDPs (RL² paper §4.2): P(.|s, a) ~ Dirichlet(1) (flat), mu(s, a) ~ Normal(1, 1).
 
