@@ -153,7 +153,7 @@ def plot_normalised(result: PaperResult, path: str | Path, order: Sequence[str] 
     if data.empty:
         return None
     settings = [f for f in result.settings if f in set(data["family"])]
-    names = plots._ordered(data["algorithm"], [*order, *(REFERENCE_PREFIX + c for c in result.table.columns)])
+    names = plots.ordered(data["algorithm"], [*order, *(REFERENCE_PREFIX + c for c in result.table.columns)])
     learners = [n for n in names if not n.startswith(REFERENCE_PREFIX)]
     references = [n for n in names if n.startswith(REFERENCE_PREFIX)]
     palette = plots.colours([*learners, *references])
@@ -162,7 +162,7 @@ def plot_normalised(result: PaperResult, path: str | Path, order: Sequence[str] 
     width = 0.8 / max(len(names), 1)
     normaliser = result.table.normaliser
     with rc_context(plots.STYLE):
-        fig = plots._figure(3.2 + len(settings) * max(0.9, 0.13 * len(names)), 3.6)
+        fig = plots.figure(3.2 + len(settings) * max(0.9, 0.13 * len(names)), 3.6)
         ax = fig.add_subplot()
         ax.axhline(0.0, color="0.5", lw=0.8, ls=(0, (3, 3)))
         ax.axhline(1.0, color="0.3", lw=0.8, ls=(0, (6, 3)))
@@ -170,7 +170,7 @@ def plot_normalised(result: PaperResult, path: str | Path, order: Sequence[str] 
             group = data[data["algorithm"] == name].set_index("family").reindex(settings)
             x = np.arange(len(settings)) + (j - (len(names) - 1) / 2) * width
             est = group["estimate"].to_numpy(float)
-            err = plots._error(est, group["low"].to_numpy(float), group["high"].to_numpy(float))
+            err = plots.error_bars(est, group["low"].to_numpy(float), group["high"].to_numpy(float))
             label = name.removeprefix(REFERENCE_PREFIX) + (" (reference)" if name in references else "")
             ax.errorbar(x, est, yerr=err, fmt=markers[name], ms=5 if name in learners else 4, capsize=2, lw=1,
                         color=palette[name], mfc=palette[name] if name in learners else "white", label=label)

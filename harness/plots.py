@@ -32,18 +32,18 @@ def colours(order: Sequence[str]) -> dict[str, Any]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(order)}
 
 
-def _ordered(names: Sequence[str] | pd.Series, order: Sequence[str]) -> list[str]:
+def ordered(names: Sequence[str] | pd.Series, order: Sequence[str]) -> list[str]:
     present = list(dict.fromkeys(names))
     return [n for n in order if n in present] + sorted(n for n in present if n not in order)
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _error(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+def error_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """``[2, n]`` non-negative error-bar lengths; zero where there is no interval (one seed)."""
     return np.nan_to_num(np.vstack([estimate - low, high - estimate]), nan=0.0).clip(min=0.0)
 
@@ -54,10 +54,10 @@ def plot_ood_bars(main: pd.DataFrame, path: str | Path, order: Sequence[str] = (
     if data.empty:
         return None
     families = sorted(data["family"].unique())
-    learners = _ordered(data["algorithm"], order)
-    palette = colours(_ordered([*order, *learners], order))
+    learners = ordered(data["algorithm"], order)
+    palette = colours(ordered([*order, *learners], order))
     with rc_context(STYLE):
-        fig = _figure(2.2 + 2.0 * len(families) + 0.25 * len(learners) * len(families), 3.2)
+        fig = figure(2.2 + 2.0 * len(families) + 0.25 * len(learners) * len(families), 3.2)
         axes = fig.subplots(1, len(families), squeeze=False)[0]
         width = 0.8 / len(learners)
         for ax, family in zip(axes, families, strict=True):
@@ -68,7 +68,7 @@ def plot_ood_bars(main: pd.DataFrame, path: str | Path, order: Sequence[str] = (
                 row = here.loc[algorithm]
                 for j, split in enumerate(("asymptotic", "ood")):
                     value = np.array([row[split]])
-                    err = _error(value, np.array([row[f"{split}_low"]]), np.array([row[f"{split}_high"]]))
+                    err = error_bars(value, np.array([row[f"{split}_low"]]), np.array([row[f"{split}_high"]]))
                     ax.bar(j + (i - (len(learners) - 1) / 2) * width, value, width * 0.92, yerr=err, capsize=2,
                            color=palette[algorithm], alpha=1.0 if j == 0 else 0.55, edgecolor=palette[algorithm],
                            hatch=None if j == 0 else "//", label=algorithm if j == 0 else None)  # fmt: skip
@@ -90,13 +90,13 @@ def plot_adaptation(adaptation: pd.DataFrame, path: str | Path, order: Sequence[
     if adaptation.empty:
         return None
     families = sorted(adaptation["family"].unique())
-    learners = _ordered(adaptation.loc[adaptation["kind"] == "learner", "algorithm"], order)
-    palette = colours(_ordered([*order, *learners], order))
+    learners = ordered(adaptation.loc[adaptation["kind"] == "learner", "algorithm"], order)
+    palette = colours(ordered([*order, *learners], order))
     references = sorted(adaptation.loc[adaptation["kind"] == "reference", "algorithm"].unique())
     greys = {name: (str(0.15 + 0.5 * i / max(1, len(references) - 1)), (0, (1 + i, 2))) for i, name in
              enumerate(references)}  # fmt: skip
     with rc_context(STYLE):
-        fig = _figure(2.0 + 3.2 * len(families), 3.2)
+        fig = figure(2.0 + 3.2 * len(families), 3.2)
         axes = fig.subplots(1, len(families), squeeze=False)[0]
         handles: dict[str, Any] = {}
         for ax, family in zip(axes, families, strict=True):
@@ -107,7 +107,7 @@ def plot_adaptation(adaptation: pd.DataFrame, path: str | Path, order: Sequence[
                     continue
                 x = line["episode_index"].to_numpy() + 1
                 y = line["estimate"].to_numpy(float)
-                err = _error(y, line["low"].to_numpy(float), line["high"].to_numpy(float))
+                err = error_bars(y, line["low"].to_numpy(float), line["high"].to_numpy(float))
                 if algorithm in palette and algorithm in learners:
                     handles[algorithm] = ax.errorbar(x, y, yerr=err, marker="o", ms=3.5, capsize=2.5, lw=1.5,
                                                      color=palette[algorithm], label=algorithm)  # fmt: skip
@@ -133,11 +133,11 @@ def plot_aggregate(aggregate: pd.DataFrame, families: Sequence[str], path: str |
     """IQM and mean of normalised test scores across ``families`` per algorithm, with bootstrap CIs."""
     if aggregate.empty:
         return None
-    learners = _ordered(aggregate["algorithm"], order)
-    palette = colours(_ordered([*order, *learners], order))
+    learners = ordered(aggregate["algorithm"], order)
+    palette = colours(ordered([*order, *learners], order))
     stats = [s for s in ("iqm", "mean") if (aggregate["statistic"] == s).any()]
     with rc_context(STYLE):
-        fig = _figure(2.2 + 2.6 * len(stats), 0.9 + 0.4 * len(learners))
+        fig = figure(2.2 + 2.6 * len(stats), 0.9 + 0.4 * len(learners))
         axes = fig.subplots(1, len(stats), sharey=True, squeeze=False)[0]
         for ax, stat in zip(axes, stats, strict=True):
             here = aggregate[aggregate["statistic"] == stat].set_index("algorithm")
@@ -164,7 +164,7 @@ def plot_improvement(improvement: pd.DataFrame, path: str | Path, order: Sequenc
     """Matrix of P(row algorithm > column algorithm) over families, with its 95% bootstrap CI per cell."""
     if improvement.empty:
         return None
-    names = _ordered([*improvement["x"], *improvement["y"]], order)
+    names = ordered([*improvement["x"], *improvement["y"]], order)
     n = len(names)
     matrix = np.full((n, n), np.nan)
     text = [["" for _ in names] for _ in names]
@@ -175,7 +175,7 @@ def plot_improvement(improvement: pd.DataFrame, path: str | Path, order: Sequenc
         text[i][j] = f"{row['probability']:.2f}{interval}"
     with rc_context(STYLE):
         size = 1.6 + 1.0 * n
-        fig = _figure(size + 1.0, size)
+        fig = figure(size + 1.0, size)
         ax = fig.subplots()
         image = ax.imshow(matrix, cmap="RdBu", vmin=0, vmax=1)
         for i in range(n):
