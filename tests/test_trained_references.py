@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from algorithms.base import Task
+from algorithms.base import MetaEnvInfo, Task
+from algorithms.registry import learner_class
 from harness.executors import run_local
 from harness.references import TrainedReference, references_for, selected_references, trained_references
 from harness.report import report
@@ -145,3 +147,35 @@ def test_trained_references_run_as_reference_runs_with_curves_and_normalise_the_
     text = report(tmp_path).read_text()
     assert "### Across families" in text  # random = 0 and oracle = 1 normalise halfcheetah_vel
     assert "| halfcheetah_vel | oracle (reference) |" in text
+
+
+def test_told_the_goal_the_trained_oracle_nears_the_exact_one_and_the_multitask_policy_the_non_adaptive_one() -> None:
+    """On point navigation, where exact references exist: 8k env steps of PPO make the told policy nearly as
+    good as the exact oracle (which steers straight to the goal) and leave the untold one at the level of the
+    best non-adaptive policy (the exact ``non_adaptive`` reference), far below."""
+    torch.set_num_threads(1)
+    family = _family("point_nav")
+    rng = np.random.default_rng(0)
+    train = [Task("point_nav", f"train/{i}", family.sample_params("train", rng)) for i in range(200)]
+    test = [Task("point_nav", f"test/{i}", family.sample_params("test", rng)) for i in range(50)]
+
+    def trained(view: Any) -> float:
+        sampler = Sampler(view, np.random.default_rng(1))
+        cls = learner_class("mlp_ppo")
+        info = MetaEnvInfo(sampler.observation_space, sampler.action_space, 1, family.max_episode_steps)
+        learner = cls(info, cls.Config(lr=3e-3, minibatches=4), seed=0)
+        draws = np.random.default_rng(2)
+        for _ in range(20):  # 20 iterations × 20 tasks × 20 steps
+            learner.train_iteration(sampler, [train[i] for i in draws.choice(len(train), 20, replace=False)])
+        policy = learner.exploration_policy(torch.Generator().manual_seed(0))
+        return float(Sampler(view, np.random.default_rng(3)).collect(policy, test, 1, True).episode_returns.mean())
+
+    def exact(name: str) -> float:
+        policy = references_for(family)[name].policy(test, 1, np.random.default_rng(4))
+        return float(Sampler(family, np.random.default_rng(3)).collect(policy, test, 1).episode_returns.mean())
+
+    oracle, multitask = trained(TaskTold(family)), trained(family)
+    exact_oracle, non_adaptive = exact("oracle"), exact("non_adaptive")
+    # measured: trained oracle -4.35, exact oracle -3.83; multitask -15.1, non_adaptive -14.1
+    assert oracle > non_adaptive + 0.7 * (exact_oracle - non_adaptive), (oracle, exact_oracle, non_adaptive)
+    assert abs(multitask - non_adaptive) < 0.15 * abs(non_adaptive), (multitask, non_adaptive)
