@@ -147,9 +147,13 @@ def paper_tables(rows: pd.DataFrame, family_info: Mapping[str, Mapping[str, Any]
 
 def plot_normalised(result: PaperResult, path: str | Path, order: Sequence[str] = ()) -> Path | None:
     """One panel: per setting (x), each algorithm's normalised score (IQM and 95% CI) as a dot with error bars;
-    0 (random) and 1 (the paper's normaliser) as horizontal lines instead of dots."""
+    0 (random) and 1 (the paper's normaliser) as horizontal lines instead of dots; the oracle only in the tables."""
     data = result.normalised
-    data = data[~data["algorithm"].isin([metrics.RANDOM_REFERENCE, REFERENCE_PREFIX + result.table.normaliser])]
+    # random and the normaliser are the lines at 0 and 1; the oracle, told the task, is not one of the paper's
+    # columns and would squash the scale (it stays in the tables)
+    shown = ~data["algorithm"].isin([metrics.RANDOM_REFERENCE, metrics.ORACLE_REFERENCE,
+                                     REFERENCE_PREFIX + result.table.normaliser])
+    data = data[shown]
     if data.empty:
         return None
     settings = [f for f in result.settings if f in set(data["family"])]
