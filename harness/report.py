@@ -381,7 +381,7 @@ def _markdown_table(tables: Mapping[str, pd.DataFrame], primary: str, algorithms
     table = tables["return"]
     columns: dict[str, list[str]] = {"algorithm": []}
     for metric, t in tables.items():
-        columns |= {f"{split} {metric}": [] for split in EVAL_SPLITS if (t[f"{split}_n"] > 0).any()}
+        columns |= {f"final {split} {metric}": [] for split in EVAL_SPLITS if (t[f"{split}_n"] > 0).any()}
     adaptation = "test ep 1 → last" if primary == "return" else f"test {primary} ep 1 → last"
     if (table["episodes_per_trial"] > 1).any():
         columns[adaptation] = []
@@ -395,9 +395,9 @@ def _markdown_table(tables: Mapping[str, pd.DataFrame], primary: str, algorithms
         for metric, t in by_metric.items():
             r = t.loc[algorithm] if algorithm in t.index else None
             for split in EVAL_SPLITS:
-                if f"{split} {metric}" in columns:
+                if f"final {split} {metric}" in columns:
                     cell = "—" if r is None else _cell(r[f"{split}_mean"], r[f"{split}_ci"], r[f"{split}_n"])
-                    columns[f"{split} {metric}"].append(cell)
+                    columns[f"final {split} {metric}"].append(cell)
         if adaptation in columns:
             r = by_metric[primary].loc[algorithm] if algorithm in by_metric[primary].index else None
             columns[adaptation].append("—" if r is None else _adaptation_cell(r))
@@ -505,10 +505,12 @@ def _paper_section(rows: pd.DataFrame, summary: Summary, meta: Mapping[str, Any]
 
 FORMATS = ("md", "latex", "csv")
 _PER_FAMILY_NOTE = (
-    "Scores: the mean over a split's tasks of the return (success rate where the family records success) "
-    "of the **last episode of each trial**, at each run's final evaluation; cells are mean ± 95% Student-t "
-    "half-width over seeds (`n=1`: one seed, no interval). `test ep 1 → last`: final first- and "
-    "last-episode test score, and their per-seed difference. `env steps`: the runs' final evaluation."
+    "A different statistic from the summary's: the **final** score, each run's last evaluation alone (the "
+    "summary's *asymptotic* score is the IQM over seeds of each run's mean over its last evaluations, with a "
+    "bootstrap CI). Final score: the mean over a split's tasks of the return (success rate where the family "
+    "records success) of the **last episode of each trial**, at each run's final evaluation; cells are "
+    "mean ± 95% Student-t half-width over seeds (`n=1`: one seed, no interval). `test ep 1 → last`: final "
+    "first- and last-episode test score, and their per-seed difference. `env steps`: the runs' final evaluation."
 )
 
 
@@ -560,7 +562,7 @@ def write_report(
             lines += _summary_section(summary, meta, seeds, learners, families, out_dir)
         if summary is not None:
             lines += _paper_section(evaluated, summary, meta, seeds, learners, out_dir)
-        lines += ["## Per family: final evaluation", "", _PER_FAMILY_NOTE, ""]
+        lines += ["## Per family: final score (last evaluation, mean ± t-interval)", "", _PER_FAMILY_NOTE, ""]
         for family in families:
             lines += _family_section(evaluated, family, manifests, (learners, references), out_dir,
                                      meta.get("test_is_train", ()), published_for(names.get(family, family)))

@@ -177,13 +177,13 @@ def test_report_tables_header_and_warnings(report_md):
         assert line + "\n" in md
     assert "1 run(s) have a spec hash other than the suite's: trmrl / bandit / seed 3 (`other99`)" in md
     bandit, point_nav = md.split("## bandit")[1].split("## point_nav")
-    assert "| algorithm | test return | seeds | env steps |" in bandit
+    assert "| algorithm | final test return | seeds | env steps |" in bandit
     assert "| rl2 | 2.00 ± 2.48 | 3 | 400k |" in bandit
     assert "| trmrl | 7.00 ± 6.57 | 3 | 400k |" in bandit
     assert "| random (reference) | 2.50 (n=1) | 1 | — |" in bandit
     assert "| thompson (reference) | 8.50 ± 1.24 | 3 | — |" in bandit
     assert bandit.index("| trmrl |") < bandit.index("(reference)")  # learners before references
-    assert "| algorithm | test return | ood return | test ep 1 → last | seeds | env steps |" in point_nav
+    assert "| algorithm | final test return | final ood return | test ep 1 → last | seeds | env steps |" in point_nav
     assert "| rl2 | 2.00 ± 2.48 | 2.00 ± 4.30 | 0.00 → 2.00 (+2.00 ± 2.48) | 3 | 400k |" in point_nav
     assert "| trmrl | 4.00 ± 0.00 | 3.50 ± 1.24 | 0.00 → 4.00 (+4.00 ± 0.00) | 3 | 400k |" in point_nav
     assert "| random (reference) | -1.00 (n=1) | -2.00 (n=1) | -2.00 → -1.00 (+1.00, n=1) | 1 | — |" in point_nav
