@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import executors
-from harness.spec import parse_suite
-from harness.store import load_manifests
+from harness.run import executors
+from harness.run.store import SuiteDir
+from harness.spec.suite import parse_suite
 
 RUNS = 16
 
@@ -49,7 +49,7 @@ def short_runs(runs: int, env_steps: int) -> dict[str, Any]:
 
 def run_times(results: Path) -> tuple[float, float]:
     """``(mean seconds per run, seconds from the first run's start to the last one's end)`` from the manifests."""
-    manifests = load_manifests(results)
+    manifests = SuiteDir(results).manifests()
     durations = [m["finished_at"] - m["started_at"] for m in manifests]
     span = max(m["finished_at"] for m in manifests) - min(m["started_at"] for m in manifests)
     return sum(durations) / len(durations), span
@@ -68,7 +68,7 @@ def test_two_local_workers_vs_one(benchmark: Any, tmp_path: Path) -> None:
     seconds: dict[str, float] = {}
 
     def local(label: str, workers: int, in_process: bool = False) -> None:
-        seconds[label] = timed(lambda: executors.run_local(suite, data, tmp_path / label, workers=workers,
+        seconds[label] = timed(lambda: executors.run_local(suite, tmp_path / label, workers=workers,
                                                            stream=io.StringIO(), in_process=in_process))
 
     local("in_process", 1, in_process=True)
@@ -99,7 +99,7 @@ def test_ray_per_run_overhead(benchmark: Any, tmp_path: Path) -> None:
     init_s = time.perf_counter() - start
     try:
         seconds: dict[str, float] = {}
-        seconds["ray"] = timed(lambda: executors.run_ray(suite, data, tmp_path / "ray", stream=io.StringIO()))
+        seconds["ray"] = timed(lambda: executors.run_ray(suite, tmp_path / "ray", stream=io.StringIO()))
         benchmark.pedantic(lambda: seconds.update(local=timed(lambda: executors.run_local(
             suite, data, tmp_path / "local", workers=2, stream=io.StringIO()))), rounds=1, iterations=1)
     finally:

@@ -17,9 +17,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from benchmarks.bench import RandomPolicy
 from harness import seeding
-from harness.bench import RandomPolicy
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import TaskFamily, family_class, make_split
 
 TASKS, EPISODES, ROUNDS = 10, 2, 5

@@ -17,7 +17,7 @@ iteration's env steps / the iteration's seconds). PyTorch runs one thread, as in
 workers. Nothing is asserted about wall-clock time.
 
 ``test_maml_trpo_step_vs_bare_vector_env`` times the TRPO step alone at the preset's full batch (20 tasks ×
-20 pooled trials × 200 steps, pre + post: 160k samples), the ``maml_trpo`` case of ``harness/bench.py``:
+20 pooled trials × 200 steps, pre + post: 160k samples), the ``maml_trpo`` case of ``benchmarks/bench.py``:
 samples/s over the bare env's steps/s.
 """
 
@@ -30,9 +30,9 @@ import pytest
 
 from algorithms.base import MetaEnvInfo
 from algorithms.maml import MAML, PRESETS, Config
+from benchmarks.bench import THREADS, TimedSampler, halfcheetah_bare, run_pytest_benchmark, torch_threads
 from harness import seeding
-from harness.bench import THREADS, TimedSampler, halfcheetah_bare, run_pytest_benchmark, torch_threads
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import family_class, make_split
 
 TASKS, TRIALS_PER_TASK, STEPS, ROUNDS = 20, 2, 200, 3
@@ -41,7 +41,7 @@ ENV_STEPS = 2 * TASKS * TRIALS_PER_TASK * STEPS  # pre- and post-update one-epis
 
 @pytest.fixture
 def one_torch_thread() -> Any:
-    """One intra-op thread, as the harness's workers run (``harness.runner.execute``): with two threads on
+    """One intra-op thread, as the harness's workers run (``harness.run.runner.execute``): with two threads on
     a loaded 2-core machine, the many small per-step policy calls slow sampling several-fold."""
     with torch_threads(THREADS):
         yield

@@ -1,6 +1,6 @@
 """Env steps/s of the harness sampler on Meta-World ML1 ``reach-v3``, as a ratio to a bare
 ``gymnasium.vector.SyncVectorEnv`` over the family's own environments set to the same tasks, measured in
-the same process (``harness/bench.py``).
+the same process (``benchmarks/bench.py``).
 
 Run with ``pytest benchmarks/test_metaworld_throughput.py --benchmark-only -s``. 10 tasks × one trial of
 2 episodes × 500 steps; policies: a batched random policy (the sampler's own cost), MAML's ``metaworld``
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from harness.bench import run_pytest_benchmark
+from benchmarks.bench import run_pytest_benchmark
 
 
 @pytest.mark.parametrize("case", ["mw_random", "mw_mlp", "mw_trmrl"])

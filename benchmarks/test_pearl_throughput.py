@@ -2,7 +2,7 @@
 
 Run with ``pytest benchmarks/test_pearl_throughput.py --benchmark-only -s``.
 
-The ``pearl_iteration`` case of ``harness/bench.py`` (also ``python -m harness bench --cases
+The ``pearl_iteration`` case of ``benchmarks/bench.py`` (also ``python -m harness bench --cases
 pearl_iteration``): one ``train_iteration`` of the ``halfcheetah_vel`` preset (oyster's networks and
 batches: 3 × 300 units, meta-batch 16 × 256 transitions, context 100) on 20 tasks after iteration 0,
 from the same state every round: 5 × 1000 env steps collected in 200-step episodes, then gradient steps,
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.bench import run_pytest_benchmark
+from benchmarks.bench import run_pytest_benchmark
 
 
 def test_pearl_iteration_vs_bare_vector_env(benchmark: Any) -> None:

@@ -1,4 +1,4 @@
-"""TrMRL trial-spanning memory: the KV-cached step against the recomputed one (``harness/bench.py``).
+"""TrMRL trial-spanning memory: the KV-cached step against the recomputed one (``benchmarks/bench.py``).
 
 Run with ``pytest benchmarks/test_trmrl_throughput.py --benchmark-only -s``. One batched policy step over
 20 tasks with trial-spanning memory and a 400-step window, timed over the second episode (the window
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.bench import run_pytest_benchmark
+from benchmarks.bench import run_pytest_benchmark
 
 
 def test_cached_step_cost_with_a_400_step_window(benchmark: Any) -> None:

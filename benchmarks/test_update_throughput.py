@@ -1,6 +1,6 @@
 """Learner update throughput: one PPO update of RL² and of TrMRL on a ``halfcheetah_vel`` batch
 (20 tasks × 2 episodes × 200 steps), in samples/s and as a ratio to the bare vectorised env's steps/s
-measured in the same process (``harness/bench.py``).
+measured in the same process (``benchmarks/bench.py``).
 
 Run with ``pytest benchmarks/test_update_throughput.py --benchmark-only -s``. TrMRL: its
 ``halfcheetah_vel`` preset (minibatch 256 samples, 10 epochs, the paper's); RL²: its default config (no
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness.bench import run_pytest_benchmark
+from benchmarks.bench import run_pytest_benchmark
 
 
 @pytest.mark.parametrize("case", ["update_rl2", "update_trmrl"])

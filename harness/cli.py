@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 
 from harness.references import references_for
-from harness.spec import SpecError, Suite, check_splits, load_suite
+from harness.spec.splits import check_splits
+from harness.spec.suite import SpecError, Suite, load_suite
 
 
 def _fail(message: str) -> int:
@@ -26,9 +27,9 @@ def _build_errors(suite: Suite) -> list[str]:
     """Build one environment per family, set its first training task, reset it and take one step; then build
     every learner that runs on the family (and its trained references) once on the family's spaces."""
     from algorithms.base import MetaEnvInfo
-    from harness.runner import is_trained, reference_keys, training
-    from harness.splits import build_splits
-    from harness.store import RunKey
+    from harness.run.runner import is_trained, reference_keys, training
+    from harness.run.store import RunKey
+    from harness.spec.splits import build_splits
 
     errors = []
     splits = build_splits(suite)
@@ -78,7 +79,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"{path}:\n" + "\n".join(f"  {line}" for line in errors), file=sys.stderr)
             status = 2
             continue
-        from harness.runner import learner_keys
+        from harness.run.runner import learner_keys
 
         runs = len(learner_keys(suite))
         grid = len(suite.algorithms) * len(suite.families) * len(suite.spec.seeds)
@@ -89,8 +90,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.executors import InfeasibleResourcesError, MissingRayError, run_local, run_ray
-    from harness.store import LockedError, SuiteMismatchError
+    from harness.run.executors import InfeasibleResourcesError, MissingRayError, run_local, run_ray
+    from harness.run.store import LockedError, SuiteMismatchError
 
     try:
         suite = load_suite(args.suite)
@@ -117,12 +118,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"{args.suite}:\n" + "\n".join(f"  {line}" for line in errors), file=sys.stderr)
         return 2
     results_dir = Path(args.results or Path("results") / suite.name)
-    data = yaml.safe_load(Path(args.suite).read_text())
     try:
         if args.executor == "ray":
-            outcome = run_ray(suite, data, results_dir, args.address, args.retry_failed, max_retries=args.max_retries)
+            outcome = run_ray(suite, results_dir, args.address, args.retry_failed, max_retries=args.max_retries)
         else:
-            outcome = run_local(suite, data, results_dir, args.workers, args.retry_failed, max_retries=args.max_retries)
+            outcome = run_local(suite, results_dir, args.workers, args.retry_failed, max_retries=args.max_retries)
     except LockedError as e:
         return _fail(f"{e}; wait for it to finish, or choose another --results directory")
     except (SuiteMismatchError, MissingRayError, InfeasibleResourcesError) as e:
@@ -148,9 +148,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from harness.estimate import estimate_suite, format_estimate
-    from harness.executors import default_workers
-    from harness.runner import resolve_device
+    from harness.run.estimate import estimate_suite, format_estimate
+    from harness.run.executors import default_workers
+    from harness.run.runner import resolve_device
 
     try:
         suite = load_suite(args.suite)
@@ -182,20 +182,20 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from harness.store import RunKey, RunStore, load_manifests
+    from harness.run.store import RunKey, RunStatus, RunStore, SuiteDir
 
     results_dir = Path(args.results_dir)
-    if not (results_dir / "suite.yaml").exists():
+    if not SuiteDir(results_dir).exists():
         return _fail(f"{results_dir} is not a results directory (no suite.yaml)")
-    manifests = load_manifests(results_dir)
+    manifests = SuiteDir(results_dir).manifests()
     counts = Counter(m.get("status", "?") for m in manifests)
     print(f"{results_dir}: {len(manifests)} runs — " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     for m in sorted(manifests, key=lambda m: (m["kind"], m["algorithm"], m["family"], m["seed"])):
         steps = f"{m.get('env_steps', 0)}/{m['env_steps_budget']}" if "env_steps_budget" in m else "-"
         line = f"  {m['status']:<11} {m['algorithm']}/{m['family']}/seed={m['seed']}  env steps {steps}"
-        if m.get("status") in ("failed", "interrupted") and m.get("error"):
+        if m.get("status") in (RunStatus.FAILED, RunStatus.INTERRUPTED) and m.get("error"):
             line += f"  ({m['error'].strip().splitlines()[-1]})"
-        if m.get("status") == "running":
+        if m.get("status") == RunStatus.RUNNING:
             key = RunKey(m["algorithm"], m["family"], int(m["seed"]), m.get("kind", "learner"))
             writer = RunStore(results_dir, key).writer()
             # "running" with nobody holding the run's lock: its process died; re-running resumes it
@@ -204,18 +204,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             line += f"  [{m['attempts']} attempts]"
         print(line)
     print(_status_eta(results_dir, manifests))
-    return 1 if counts.get("failed") else 0
+    return 1 if counts.get(RunStatus.FAILED) else 0
 
 
 def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
     """The ETA of a suite being run, from its manifests (each run kind's measured seconds per env step) and the
     costs ``harness estimate`` cached on this machine, with the runs running now as the workers."""
-    from harness.estimate import cached_run_seconds
-    from harness.executors import estimate_remaining, observe
-    from harness.runner import resolve_device
-    from harness.store import REFERENCE_PREFIX, RUNNING, RunKey, RunStore
+    from harness.run.estimate import cached_run_seconds
+    from harness.run.executors import estimate_remaining, observe
+    from harness.run.runner import resolve_device
+    from harness.run.store import REFERENCE_PREFIX, RunKey, RunStatus, RunStore, SuiteDir
 
-    resolved = (yaml.safe_load((results_dir / "suite.yaml").read_text()) or {}).get("spec") or {}
+    resolved = SuiteDir(results_dir).resolved_spec()
     by_key = {RunKey(m["algorithm"], m["family"], int(m["seed"]), m.get("kind", "learner")): m for m in manifests}
     keys = [k for k in by_key if k.kind == "reference"]  # references not started yet are not known here: seconds
     try:
@@ -234,7 +234,7 @@ def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
         manifest = by_key.get(key)
         reference = (key.algorithm, key.family) not in budgets  # one evaluation, no training
         measured = None
-        if manifest and manifest.get("status") == RUNNING:
+        if manifest and manifest.get("status") == RunStatus.RUNNING:
             workers += RunStore(results_dir, key).writer() is not None
             rows = RunStore(results_dir, key).rows() if int(manifest.get("attempts", 1)) > 1 else None
             if rows is not None and len(rows) and rows["env_steps"].max() > 0:  # resumed: its rows carry the time
@@ -242,7 +242,7 @@ def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
                 measured = (float(last["wall_s"]), int(last["env_steps"]))
         budget = 0 if reference else budgets[(key.algorithm, key.family)]
         runs.append(observe((key.algorithm, key.family), reference, budget, manifest, now, measured=measured))
-    if all(run.status in ("done", "failed") for run in runs):
+    if all(run.status in (RunStatus.DONE, RunStatus.FAILED) for run in runs):
         return "ETA: nothing left to run"
     if not workers:
         return "ETA: no run is being written now (re-run the suite to go on)"
@@ -253,10 +253,11 @@ def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import FORMATS, report
+    from harness.analysis.report import FORMATS, report
+    from harness.run.store import SuiteDir
 
     results_dir = Path(args.results_dir)
-    if not (results_dir / "suite.yaml").exists():
+    if not SuiteDir(results_dir).exists():
         return _fail(f"{results_dir} is not a results directory (no suite.yaml)")
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     unknown = [f for f in formats if f not in FORMATS]
@@ -272,8 +273,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_regress(args: argparse.Namespace) -> int:
     import shutil
 
-    from harness.executors import run_local
-    from harness.regress import compare, format_table, write_reference
+    from harness.analysis.regress import compare, format_table
+    from harness.run.executors import run_local
+    from harness.run.store import SuiteDir
 
     try:
         suite = load_suite(args.suite)
@@ -282,17 +284,16 @@ def cmd_regress(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
         return 2
     against = Path(args.against)
-    if not args.update and not (against / "tasks.json").exists():
+    if not args.update and SuiteDir(against).tasks_hash() is None:
         return _fail(f"--against {against}: no reference results there (make them with --update)")
     results_dir = Path(args.results or Path("results") / "regress" / suite.name)
     if results_dir.exists():  # scratch: every regression runs the suite afresh
         shutil.rmtree(results_dir)
-    data = yaml.safe_load(Path(args.suite).read_text())
-    outcome = run_local(suite, data, results_dir, args.workers)
+    outcome = run_local(suite, results_dir, args.workers)
     if args.update:
         if not outcome.ok:
             return _fail(f"{len(outcome.failed)} run(s) failed; the reference was not updated")
-        runs = write_reference(results_dir, against)
+        runs = SuiteDir(results_dir).copy_to(SuiteDir(against))
         print(f"reference updated: {runs} runs written to {against} (commit them)")
         return 0
     result = compare(results_dir, against, args.margin)
@@ -304,7 +305,7 @@ def cmd_regress(args: argparse.Namespace) -> int:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from harness.figures import make_figures
+    from harness.analysis.figures import make_figures
 
     results_dir = Path(args.results)
     out = Path(args.out) if args.out else results_dir / "figures"
@@ -321,7 +322,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_import_garage(args: argparse.Namespace) -> int:
-    from harness.legacy import import_garage
+    from harness.analysis.legacy import import_garage
 
     try:
         store, count = import_garage(args.progress_csv, args.results, args.algorithm, args.family, args.seed,
@@ -427,9 +428,9 @@ def main(argv: list[str] | None = None) -> int:
     legacy.add_argument("--force", action="store_true", help="overwrite a run of the same name")
     legacy.set_defaults(handler=cmd_import_garage)
 
-    from harness.bench import register as register_bench
+    from benchmarks.bench import register as register_bench
 
-    register_bench(commands)  # `bench`: throughput ratios on this machine (harness/bench.py)
+    register_bench(commands)  # `bench`: throughput ratios on this machine (benchmarks/bench.py)
 
     tasks = commands.add_parser("tasks", help="list task families, or describe one")
     tasks.add_argument("family", nargs="?")

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from algorithms.base import Task
-from harness.bandit_references import (
+from harness.references.bandit import _UCB1, _BayesOptimal, _Thompson, bayes_optimal_value
+from harness.references.bandit_paper import (
     EPSILON_GRID,
     UCB_EXPLORATION_GRID,
     _EpsilonGreedy,
@@ -24,8 +25,7 @@ from harness.bandit_references import (
     simulate_bandit,
     tune_bandit_parameter,
 )
-from harness.references import _UCB1, _BayesOptimal, _Thompson, bayes_optimal_value
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import family_class
 
 

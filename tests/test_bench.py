@@ -10,7 +10,7 @@ import argparse
 
 import pytest
 
-from harness import bench
+from benchmarks import bench
 
 TINY = ["--tasks", "2", "--episode-steps", "5", "--metaworld-tasks", "2", "--metaworld-episode-steps", "5",
         "--cache-steps", "4", "--update-epochs", "1", "--rounds", "1",

@@ -20,7 +20,7 @@ from algorithms import device as devices
 from algorithms.base import MetaEnvInfo
 from algorithms.registry import learner_class
 from harness import seeding
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import family_class, make_split
 
 #: Small configs of every learner on point_nav (2 episodes of 20 steps per trial).
@@ -97,7 +97,7 @@ def test_checkpoints_hold_cpu_tensors_only_and_load_with_weights_only(algorithm:
     state = learner.state_dict()
     assert all(tensor.device.type == "cpu" for tensor in _tensors(state))
     torch.save(state, tmp_path / "checkpoint.pt")
-    loaded = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # as harness.store loads checkpoints
+    loaded = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # as harness.run.store loads checkpoints
     restored, _, _ = _run(algorithm, "cpu", iterations=0)
     restored.load_state_dict(loaded)
     again = list(_tensors(restored.state_dict()))

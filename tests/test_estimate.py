@@ -18,12 +18,12 @@ import pytest
 import torch
 import yaml
 
-from harness import estimate
 from harness.cli import main
-from harness.estimate import KindCost, kind_key, makespan, predict_run, training_schedule
-from harness.executors import Progress
-from harness.spec import parse_suite
-from harness.store import RunKey, RunStore
+from harness.run import estimate
+from harness.run.estimate import KindCost, kind_key, makespan, predict_run, training_schedule
+from harness.run.executors import Progress
+from harness.run.store import RunKey, RunStore
+from harness.spec.suite import parse_suite
 
 # --- the arithmetic ----------------------------------------------------------------------------------
 

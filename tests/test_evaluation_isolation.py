@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from algorithms.registry import BUILTIN_LEARNERS, learner_class
-from harness.executors import run_local
-from harness.runner import EvaluationChangedLearner
-from harness.spec import parse_suite
-from harness.store import load_results
+from harness.run.executors import run_local
+from harness.run.runner import EvaluationChangedLearner
+from harness.run.store import SuiteDir
+from harness.spec.suite import parse_suite
 
 #: A few iterations of each learner on point navigation (continuous actions: every learner runs on it).
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -50,9 +50,9 @@ def _suite(algorithm: str, every: int, ood: int) -> dict[str, Any]:
 
 
 def _rows(suite: dict[str, Any], results: Path) -> pd.DataFrame:
-    outcome = run_local(parse_suite(suite), suite, results, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), results, workers=1, stream=io.StringIO())
     assert outcome.ok, "\n".join(outcome.failed.values())
-    rows = load_results(results).drop(columns="wall_s")
+    rows = SuiteDir(results).results().drop(columns="wall_s")
     return rows.sort_values(list(rows.columns)).reset_index(drop=True)
 
 
@@ -101,7 +101,7 @@ def test_check_evaluation_fails_a_learner_whose_evaluation_draws_from_its_traini
     monkeypatch.setattr(cls, "exploration_policy", leaky)
     suite = _suite("rl2", every=160, ood=0)
     suite["execution"]["max_retries"] = 0
-    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), tmp_path, workers=1, stream=io.StringIO())
     assert not outcome.ok
     manifest = (tmp_path / "runs" / "rl2" / "point_nav" / "seed=0" / "manifest.json").read_text()
     assert EvaluationChangedLearner.__name__ in manifest and "generator" in manifest
@@ -111,7 +111,7 @@ def test_check_evaluation_fails_a_learner_whose_evaluation_draws_from_its_traini
 def test_each_algorithm_runs_its_own_evaluation_protocol_and_the_report_reads_both(tmp_path: Path) -> None:
     """Issue 14, item 9: PEARL evaluated as oyster (explore 2 episodes, score the 3rd, deterministically)
     beside RL² on the family's 2-episode trials, in one suite and one report."""
-    from harness.report import report
+    from harness.analysis.report import report
 
     suite = _suite("rl2", every=160, ood=0)
     suite["algorithms"].append({"name": "pearl", **CONFIGS["pearl"],

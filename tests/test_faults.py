@@ -26,9 +26,9 @@ import yaml
 from algorithms.registry import registered
 from algorithms.rl2 import RL2
 from harness.cli import main
-from harness.executors import run_local
-from harness.spec import parse_suite
-from harness.store import RunKey, RunStore, exclusive_lock, load_manifests, load_results
+from harness.run.executors import run_local
+from harness.run.store import RunKey, RunStore, SuiteDir, exclusive_lock
+from harness.spec.suite import parse_suite
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = RunKey("rl2", "bandit", 0)
@@ -54,7 +54,7 @@ def bandit_suite(env_steps: int = 40_000, checkpoint_every_iterations: int | Non
 
 def comparable(results: Path, drop: tuple[str, ...] = ()) -> pd.DataFrame:
     """All rows except wall-clock time, in a canonical order."""
-    rows = load_results(results).drop(columns=["wall_s", *drop])
+    rows = SuiteDir(results).results().drop(columns=["wall_s", *drop])
     return rows.sort_values(list(rows.columns)).reset_index(drop=True)
 
 
@@ -73,7 +73,7 @@ def uninterrupted(suite: dict[str, Any], tmp_path_factory: Any) -> pd.DataFrame:
 
 
 def run(suite: dict[str, Any], results: Path, workers: int = 1, **kwargs: Any) -> Any:
-    return run_local(parse_suite(suite), suite, results, workers=workers, stream=kwargs.pop("stream", io.StringIO()),
+    return run_local(parse_suite(suite), results, workers=workers, stream=kwargs.pop("stream", io.StringIO()),
                      **kwargs)
 
 
@@ -128,7 +128,7 @@ def test_sigkill_at_seeded_random_points_resumes_to_exactly_the_rows_of_an_unint
     resumed = comparable(interrupted)
     assert not resumed.duplicated().any()
     pd.testing.assert_frame_equal(uninterrupted(suite, tmp_path_factory), resumed)
-    assert load_manifests(interrupted)[0]["attempts"] == len(points) + 1
+    assert SuiteDir(interrupted).manifests()[0]["attempts"] == len(points) + 1
     assert not list(interrupted.rglob("*.tmp"))  # atomic writes leave no partial files behind
 
 
@@ -182,7 +182,7 @@ def test_a_learner_raising_on_its_2nd_iteration_is_retried_from_its_checkpoint_t
     assert "FAILED test_raises_2nd/bandit/seed=0: RuntimeError: deliberate failure in iteration 2" in captured.out
     # each retry resumed from the checkpoint after iteration 1: 2 calls, then 1 per retry (4, not 6)
     assert _CountingRaiser.calls == 4
-    manifests = {m["algorithm"]: m for m in load_manifests(tmp_path / "r")}
+    manifests = {m["algorithm"]: m for m in SuiteDir(tmp_path / "r").manifests()}
     failed = manifests["test_raises_2nd"]
     assert failed["status"] == "failed" and failed["attempts"] == 3
     assert "Traceback" in failed["error"] and "deliberate failure in iteration 2" in failed["error"]
@@ -276,7 +276,7 @@ def test_a_run_being_written_by_another_process_is_left_alone_and_reported(tmp_p
 
 
 def test_execution_resources_and_device_are_validated_and_left_out_of_the_spec_hash() -> None:
-    from harness.spec import SpecError
+    from harness.spec.suite import SpecError
 
     base = bandit_suite()
     changed = bandit_suite(checkpoint_every_iterations=7)
@@ -318,14 +318,14 @@ def test_the_manifest_records_the_device_and_threads_a_run_used(tmp_path: Path, 
 
 
 def test_a_pool_worker_that_died_while_idle_is_replaced_before_it_gets_a_run(tmp_path: Path) -> None:
-    from harness.executors import _LocalPool, prepare
+    from harness.run.executors import _LocalPool, prepare
 
     suite = bandit_suite(env_steps=2_000)
     pool = _LocalPool(1)
     try:
         pool.workers[0].process.kill()  # e.g. the OOM killer, between two runs
         pool.workers[0].process.join()
-        [context] = prepare(parse_suite(suite), suite, tmp_path, retry_failed=False)
+        [context] = prepare(parse_suite(suite), tmp_path, retry_failed=False)
         pool.submit(context)
         results: list[Any] = []
         wait_for(lambda: results.extend(pool.poll(timeout=1.0)) or results, "the run")

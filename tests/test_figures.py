@@ -6,9 +6,9 @@ from pathlib import Path
 
 import matplotlib.image
 
+from harness.analysis.figures import ALGORITHMS, CURVES, MEMORY_ABLATION
 from harness.cli import main
-from harness.figures import ALGORITHMS, CURVES, MEMORY_ABLATION
-from harness.store import RunKey, RunStore
+from harness.run.store import RunKey, RunStore
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -17,20 +17,20 @@ import pytest
 
 from algorithms.base import MetaEnvInfo
 from algorithms.registry import learner_class
-from harness.executors import run_local
-from harness.spec import parse_suite
-from harness.store import load_results
+from harness.run.executors import run_local
+from harness.run.store import SuiteDir
+from harness.spec.suite import parse_suite
 
 
 def _final_scores(results: Path) -> pd.DataFrame:
     """Mean return per (algorithm, split, episode index) at each run's final evaluation."""
-    rows = load_results(results).query("metric == 'return' and split in ['test', 'ood']")
+    rows = SuiteDir(results).results().query("metric == 'return' and split in ['test', 'ood']")
     final = rows.groupby("algorithm")["env_steps"].transform("max")
     return rows[rows["env_steps"] == final].groupby(["algorithm", "split", "episode_index"])["value"].mean()
 
 
 def _run(tmp_path: Path, suite: dict[str, Any]) -> pd.DataFrame:
-    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), tmp_path, workers=1, stream=io.StringIO())
     assert outcome.ok, outcome.failed
     return _final_scores(tmp_path)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.analysis.legacy import garage_rows
 from harness.cli import main
-from harness.legacy import garage_rows
-from harness.store import load_manifests, load_results
+from harness.run.store import SuiteDir
 
 # As garage's MAML/PEARL/RL² examples log it: meta-test every 2nd iteration (empty cells in between),
 # training statistics in other columns, dowel's column order.
@@ -49,10 +49,10 @@ def test_import_garage_cli_writes_a_reportable_run_and_never_overwrites(tmp_path
     args = ["import-garage", str(csv), "--algorithm", "maml-garage", "--family", "halfcheetah_vel", "--seed", "3",
             "--results", str(results)]  # fmt: skip
     assert main(args) == 0
-    rows = load_results(results)
+    rows = SuiteDir(results).results()
     assert set(rows["source"]) == {"imported"} and set(rows["algorithm"]) == {"maml-garage"}
     assert rows.query("metric == 'return'")["value"].tolist() == [-48.0, -28.5, -9.25]
-    (manifest,) = load_manifests(results)
+    (manifest,) = SuiteDir(results).manifests()
     assert (manifest["status"], manifest["source"], manifest["seed"], manifest["imported_from"]) == (
         "done", "imported", 3, "progress.csv")
     assert len(manifest["imported_sha256"]) == 64

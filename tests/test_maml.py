@@ -38,10 +38,10 @@ from algorithms.maml import (
     trpo_step,
 )
 from algorithms.registry import learner_class
-from harness.executors import run_local
-from harness.rollout import Sampler
-from harness.spec import parse_suite
-from harness.store import load_results
+from harness.run.executors import run_local
+from harness.run.rollout import Sampler
+from harness.run.store import SuiteDir
+from harness.spec.suite import parse_suite
 from harness.tasks import family_class
 
 BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -49,7 +49,7 @@ BOX = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> Any:
-    """One intra-op thread, as the harness's workers run (``harness.runner.execute``): MAML's many small
+    """One intra-op thread, as the harness's workers run (``harness.run.runner.execute``): MAML's many small
     ops run several times slower with two threads on a loaded 2-core machine."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -491,9 +491,9 @@ def test_ppo_outer_step_improves_the_re_adapted_surrogate() -> None:
 
 def _scores(tmp_path: Path, suite: dict[str, Any]) -> pd.Series:
     """Mean test return per (algorithm, seed, env_steps, episode index)."""
-    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), tmp_path, workers=1, stream=io.StringIO())
     assert outcome.ok, outcome.failed
-    rows = load_results(tmp_path).query("metric == 'return' and split == 'test'")
+    rows = SuiteDir(tmp_path).results().query("metric == 'return' and split == 'test'")
     return rows.groupby(["algorithm", "seed", "env_steps", "episode_index"])["value"].mean()
 
 

@@ -34,7 +34,7 @@ from algorithms.maml import (
     steps_in_episode,
     to_rollouts,
 )
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import family_class
 
 
@@ -339,7 +339,7 @@ def test_evaluation_on_k_episodes_takes_the_step_training_takes_on_k_pooled_tria
 
 def test_maml_builds_whatever_the_familys_trial_length() -> None:
     """Training trials are ``exploration_episodes`` long whatever the family's; the evaluation protocol
-    (trial length, exploration episodes) is the suite's to validate (``harness.spec``)."""
+    (trial length, exploration episodes) is the suite's to validate (``harness.spec.suite``)."""
     _, _, env = family_setup("point_nav", tasks=1)
     learner = MAML(env, Config(exploration_episodes=20, trials_per_task=1), seed=0)  # trials of 2 in the family
     assert learner.exploration_episodes == 20

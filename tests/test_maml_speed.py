@@ -34,7 +34,7 @@ from algorithms.maml import (
     stack,
 )
 from harness import seeding
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import family_class, make_split
 
 

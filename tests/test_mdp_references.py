@@ -1,4 +1,4 @@
-"""The RL² paper's OPSRL, UCRL2, ε-greedy and greedy references (harness.mdp_references): UCRL2's inner
+"""The RL² paper's OPSRL, UCRL2, ε-greedy and greedy references (harness.references.tabular_mdp_paper): UCRL2's inner
 maximisation and extended value iteration by hand, OPSRL against PSRL draw for draw, the vectorised simulator
 against the harness's sampler, tuning with common random numbers, and the ordering of every reference."""
 
@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from algorithms.base import Task
-from harness import mdp_references
-from harness.mdp_references import (
+from harness.references import tabular_mdp_paper as mdp_references
+from harness.references.tabular_mdp import _PSRL, _OptimalTabular, _RandomAction, finite_horizon_q_values
+from harness.references.tabular_mdp_paper import (
     UCRL2,
     EpsilonGreedy,
     OptimisticPSRL,
@@ -25,8 +26,7 @@ from harness.mdp_references import (
     tune_mdp_parameter,
     ucrl2_widths,
 )
-from harness.references import _PSRL, _OptimalTabular, _RandomAction, finite_horizon_q_values
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import TaskFamily, family_class
 from harness.tasks.tabular_mdp import TabularMDPParams
 

@@ -8,7 +8,7 @@ import pytest
 from rliable import library as rly
 from rliable import metrics as rly_metrics
 
-from harness import metrics
+from harness.analysis import metrics
 
 
 def _scores(curves: dict[tuple[str, str, int], list[tuple[int, float]]], kind: str = "learner") -> pd.DataFrame:

@@ -15,7 +15,7 @@ from algorithms import mlp_ppo
 from algorithms.base import MetaEnvInfo, Task, TrialBatch
 from algorithms.mlp_ppo import MLPPPO, Config
 from algorithms.ppo import gae
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks.bandit import BanditFamily, BanditParams
 from harness.tasks.base import TaskFamily
 from harness.tasks.point_nav import PointNavFamily, PointNavParams

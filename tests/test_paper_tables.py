@@ -1,4 +1,4 @@
-"""The RL² paper's tables (``harness.paper_tables``) against hand-computed answers on synthetic rows."""
+"""The RL² paper's tables (``harness.analysis.paper_tables``) against hand-computed answers on synthetic rows."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.metrics import run_scores
-from harness.paper_tables import PAPER_TABLES, paper_cells, paper_tables, setting_label
-from harness.report import report
+from harness.analysis.metrics import run_scores
+from harness.analysis.paper_tables import PAPER_TABLES, paper_cells, paper_tables, setting_label
+from harness.analysis.report import report
 
 SEEDS = (0, 1, 2)
 STEPS = (100_000, 200_000, 300_000, 400_000)

@@ -31,10 +31,10 @@ from algorithms.pearl import (
 )
 from algorithms.registry import learner_class
 from harness import seeding
-from harness.executors import run_local
-from harness.rollout import Sampler
-from harness.spec import parse_suite
-from harness.store import load_results
+from harness.run.executors import run_local
+from harness.run.rollout import Sampler
+from harness.run.store import SuiteDir
+from harness.spec.suite import parse_suite
 from harness.tasks import family_class, make_split
 
 # Without replacement, every given task is collected on once per iteration: the env-step arithmetic below.
@@ -455,7 +455,7 @@ def test_box_actions_only_and_config_errors_name_the_field() -> None:
 
 def _final_test_returns(results: Path) -> pd.DataFrame:
     """Mean test return per (algorithm, seed, episode index) at each run's final evaluation."""
-    rows = load_results(results).query("metric == 'return' and split == 'test'")
+    rows = SuiteDir(results).results().query("metric == 'return' and split == 'test'")
     final = rows.groupby(["algorithm", "seed"])["env_steps"].transform("max")
     return rows[rows["env_steps"] == final].groupby(["algorithm", "seed", "episode_index"])["value"].mean()
 
@@ -478,7 +478,7 @@ def test_pearl_on_point_nav_beats_a_non_adaptive_policy_after_one_exploration_ep
         "algorithms": [{"name": "pearl", "preset": "cheap"}],
         "budget": {"env_steps": 20_000}, "evaluation": {"every_env_steps": 20_000, "train_tasks": 0},
     }
-    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), tmp_path, workers=1, stream=io.StringIO())
     assert outcome.ok, outcome.failed
     scores = _final_test_returns(tmp_path)
     for seed in (0, 1):
@@ -498,9 +498,9 @@ def test_through_the_runner_a_learner_sampling_its_own_tasks_has_data_on_every_t
     split (not its meta-batch of 2), so after one iteration every training task has initial data."""
     import io
 
-    from harness.executors import run_local
-    from harness.spec import parse_suite
-    from harness.store import RunKey, RunStore
+    from harness.run.executors import run_local
+    from harness.run.store import RunKey, RunStore
+    from harness.spec.suite import parse_suite
 
     suite = {
         "name": "own-tasks", "seeds": [0], "references": False,
@@ -512,7 +512,7 @@ def test_through_the_runner_a_learner_sampling_its_own_tasks_has_data_on_every_t
             "context_transitions": 4}}],
         "budget": {"env_steps": 80}, "evaluation": {"every_env_steps": 80, "train_tasks": 0},
     }
-    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), tmp_path, workers=1, stream=io.StringIO())
     assert outcome.ok, outcome.failed
     state = RunStore(tmp_path, RunKey("pearl", "point_nav", 0)).load_checkpoint()["learner"]
     assert len(state["initialised"]) == 7  # every training task, though the harness's meta-batch holds 2

@@ -17,9 +17,9 @@ import ray
 from test_faults import KEY, bandit_suite, comparable, iteration, uninterrupted, wait_for
 from test_runner import tiny_suite
 
-from harness.executors import run_local, run_ray
-from harness.spec import parse_suite
-from harness.store import RunKey, RunStore, load_manifests
+from harness.run.executors import run_local, run_ray
+from harness.run.store import RunKey, RunStore, SuiteDir
+from harness.spec.suite import parse_suite
 
 pytestmark = pytest.mark.slow
 
@@ -34,15 +34,15 @@ def local_ray() -> Iterator[None]:
 def test_a_suite_gives_the_same_rows_under_ray_as_under_the_local_executor(tmp_path: Path, local_ray: None) -> None:
     suite = tiny_suite()  # rl2 on bandit and point_nav, 2 seeds, with the reference policies
     stream = io.StringIO()
-    outcome = run_ray(parse_suite(suite), suite, tmp_path / "ray", stream=stream)
-    assert outcome.ok and len(outcome.done) == len(load_manifests(tmp_path / "ray"))
+    outcome = run_ray(parse_suite(suite), tmp_path / "ray", stream=stream)
+    assert outcome.ok and len(outcome.done) == len(SuiteDir(tmp_path / "ray").manifests())
     assert "Ray cluster (2 CPUs)" in stream.getvalue()
-    assert run_local(parse_suite(suite), suite, tmp_path / "local", workers=1, stream=io.StringIO()).ok
+    assert run_local(parse_suite(suite), tmp_path / "local", workers=1, stream=io.StringIO()).ok
     local = comparable(tmp_path / "local")
     assert len(local) > 0 and set(local["kind"]) == {"learner", "reference"}
     pd.testing.assert_frame_equal(comparable(tmp_path / "ray"), local)
     # a second invocation finds every run done
-    again = run_ray(parse_suite(suite), suite, tmp_path / "ray", stream=io.StringIO())
+    again = run_ray(parse_suite(suite), tmp_path / "ray", stream=io.StringIO())
     assert again.ok and not again.done and len(again.skipped) == len(outcome.done)
 
 
@@ -53,7 +53,7 @@ def test_a_ray_worker_killed_mid_run_is_rescheduled_and_resumes_exactly(tmp_path
     results, stream, outcome = tmp_path / "killed", io.StringIO(), []
 
     def drive() -> None:
-        outcome.append(run_ray(parse_suite(suite), suite, results, stream=stream))
+        outcome.append(run_ray(parse_suite(suite), results, stream=stream))
 
     driver = threading.Thread(target=drive)
     driver.start()
@@ -74,10 +74,10 @@ def test_a_ray_worker_killed_mid_run_is_rescheduled_and_resumes_exactly(tmp_path
 def test_resources_become_the_ray_task_request_and_the_torch_threads(tmp_path: Path, local_ray: None) -> None:
     suite: dict[str, Any] = bandit_suite(env_steps=2_000)
     suite["algorithms"][0]["resources"] = {"cpus": 2}
-    assert run_ray(parse_suite(suite), suite, tmp_path, stream=io.StringIO()).ok
+    assert run_ray(parse_suite(suite), tmp_path, stream=io.StringIO()).ok
     assert RunStore(tmp_path, KEY).manifest()["torch_threads"] == 2
     too_big = bandit_suite(env_steps=2_000)
     too_big["algorithms"][0]["resources"] = {"cpus": 1, "gpus": 1}  # this cluster has no GPU
     # Ray would queue the task forever; the harness must not hang silently: it refuses up front
     with pytest.raises(ValueError, match=r"resources: each run asks for 1 GPU but the Ray cluster has 0"):
-        run_ray(parse_suite(too_big), too_big, tmp_path / "gpu", stream=io.StringIO())
+        run_ray(parse_suite(too_big), tmp_path / "gpu", stream=io.StringIO())

@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 
 from algorithms.base import Task, TrialBatch
-from harness.references import (
+from harness.references import TrainedReference, references_for, selected_references
+from harness.references.bandit import (
     MAX_BAYES_OPTIMAL_STATES,
-    TrainedReference,
     bayes_optimal_feasible,
     bayes_optimal_state_count,
     bayes_optimal_value,
-    non_adaptive_target,
-    references_for,
-    selected_references,
 )
-from harness.rollout import Sampler
+from harness.references.point_nav import non_adaptive_target
+from harness.run.rollout import Sampler
 from harness.tasks import TaskFamily, family_class
 
 ARMS, PULLS = 5, 10
@@ -283,7 +281,7 @@ def test_references_for_dispatch() -> None:
 def test_the_rl2_papers_bandit_baselines_run_when_named_and_are_tuned_once_on_the_training_split(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Gittins, tuned UCB1, ε-greedy and greedy (``harness.bandit_references``) are offered, not standard; listing
+    """Gittins, tuned UCB1, ε-greedy and greedy (``harness.references.bandit_paper``) are offered, not standard; listing
     builds nothing, and the first policy made builds them once from the training tasks' arm means. Gittins
     matches the Bayes-optimal DP at k=5, n=10 on the same trials."""
     from harness import references as module

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness import report as report_module
-from harness.report import final_table, report, run_scores, write_report
+from harness.analysis.report import final_table, report, run_scores, write_report
+from harness.run.store import SuiteDir
 
 T_975_2 = 4.302652729749462  # scipy.stats.t.ppf(0.975, 2)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -292,8 +292,8 @@ def test_report_reads_suite_files_and_loads_through_the_store(rows, tmp_path, mo
     (results / "tasks.json").write_text(json.dumps({"families": {"bandit": {"test_coincides_with_train": True},
                                                                 "point_nav": {"test_coincides_with_train": False}},
                                                    "hash": "tasks456"}))
-    monkeypatch.setattr(report_module, "load_results", lambda path: rows)
-    monkeypatch.setattr(report_module, "load_manifests", lambda path: manifests())
+    monkeypatch.setattr(SuiteDir, "results", lambda self: rows)
+    monkeypatch.setattr(SuiteDir, "manifests", lambda self: manifests())
 
     path = report(results)
     assert path == results / "report" / "report.md"

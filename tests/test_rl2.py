@@ -15,7 +15,7 @@ import torch
 from algorithms.base import MetaEnvInfo, TrialBatch
 from algorithms.rl2 import RL2, Config, chunk_weights, run_rnn
 from harness import seeding
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import family_class, make_split
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from algorithms.base import Task, TrialBatch
 from harness import seeding
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import TaskFamily, family_class
 from harness.tasks.base import FamilyParams
 

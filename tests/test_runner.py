@@ -14,9 +14,9 @@ import yaml
 from algorithms.registry import registered
 from algorithms.rl2 import RL2
 from harness.cli import main
-from harness.executors import run_local
-from harness.spec import parse_suite
-from harness.store import RunKey, RunStore, load_manifests, load_results
+from harness.run.executors import run_local
+from harness.run.store import RunKey, RunStore, SuiteDir
+from harness.spec.suite import parse_suite
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,12 +40,12 @@ def tiny_suite(name: str = "tiny", **overrides: Any) -> dict[str, Any]:
 
 
 def run(suite: dict[str, Any], results: Path, workers: int = 1) -> Any:
-    return run_local(parse_suite(suite), suite, results, workers=workers, stream=io.StringIO())
+    return run_local(parse_suite(suite), results, workers=workers, stream=io.StringIO())
 
 
 def comparable(results: Path) -> pd.DataFrame:
     """All rows except wall-clock time, in a canonical order."""
-    rows = load_results(results).drop(columns="wall_s")
+    rows = SuiteDir(results).results().drop(columns="wall_s")
     return rows.sort_values(list(rows.columns)).reset_index(drop=True)
 
 
@@ -59,7 +59,7 @@ def test_same_seed_gives_identical_tables_in_process_and_in_a_pool(tmp_path: Pat
     pd.testing.assert_frame_equal(a, comparable(tmp_path / "b"))
     pd.testing.assert_frame_equal(a, comparable(tmp_path / "c"))
     # every learner run has evaluations at 0, at each multiple of the interval it passed, and at the end
-    steps = load_results(tmp_path / "a").query("kind == 'learner' and split == 'test'").groupby(
+    steps = SuiteDir(tmp_path / "a").results().query("kind == 'learner' and split == 'test'").groupby(
         ["family", "seed"])["env_steps"].unique()
     for values in steps:
         assert values[0] == 0 and values[-1] >= 300 and len(values) >= 4
@@ -69,7 +69,7 @@ def test_different_seeds_differ_and_algorithms_share_evaluation_tasks(tmp_path: 
     suite = tiny_suite(algorithms=[{"name": "rl2", "config": {"hidden_size": 16}},
                                    {"name": "rl2", "id": "rl2_small", "config": {"hidden_size": 8}}])
     assert run(suite, tmp_path).ok
-    rows = load_results(tmp_path).query("split == 'test' and metric == 'return' and env_steps == 0")
+    rows = SuiteDir(tmp_path).results().query("split == 'test' and metric == 'return' and env_steps == 0")
     by_seed = rows.query("algorithm == 'rl2'").groupby("seed")["value"].apply(list)
     assert by_seed[0] != by_seed[1]
     tasks = rows.groupby("algorithm")["task_id"].apply(lambda s: sorted(set(s)))
@@ -83,7 +83,7 @@ def test_a_done_run_is_skipped_and_a_changed_spec_is_refused(tmp_path: Path) -> 
     again = run(suite, tmp_path)
     assert len(again.skipped) == 2 and not again.done
     changed = tiny_suite(seeds=[0], references=False, budget={"env_steps": 400})
-    from harness.store import SuiteMismatchError
+    from harness.run.store import SuiteMismatchError
 
     with pytest.raises(SuiteMismatchError, match="another spec"):
         run(changed, tmp_path)
@@ -117,7 +117,7 @@ def test_a_failing_run_is_marked_failed_and_the_others_finish(tmp_path: Path, ca
     assert code == 1
     out = capsys.readouterr().out
     assert "FAILED test_failing/bandit/seed=0: RuntimeError: deliberate failure in iteration 2" in out
-    manifests = {(m["algorithm"], m["family"]): m for m in load_manifests(tmp_path / "results")}
+    manifests = {(m["algorithm"], m["family"]): m for m in SuiteDir(tmp_path / "results").manifests()}
     assert manifests[("rl2", "bandit")]["status"] == "done"
     assert manifests[("rl2", "point_nav")]["status"] == "done"
     failed = manifests[("test_failing", "bandit")]

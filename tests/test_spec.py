@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from harness.evaluate import Protocol
-from harness.spec import SpecError, Suite, check_splits, load_suite, parse_suite
+from harness.spec.splits import check_splits
+from harness.spec.suite import Protocol, SpecError, Suite, load_suite, parse_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "suites" / "quickstart.yaml"
@@ -426,7 +426,7 @@ def test_cli_validate_accepts_quickstart() -> None:
 
 
 def test_only_restricts_an_algorithm_to_some_families():
-    from harness.runner import learner_keys
+    from harness.run.runner import learner_keys
 
     data = yaml.safe_load(QUICKSTART.read_text())
     data["algorithms"][0]["only"] = ["point_nav"]
@@ -467,7 +467,7 @@ def test_spec_hash_tracks_an_algorithm_budget_on_one_family() -> None:
 def test_a_family_entry_names_the_references_it_evaluates_and_the_default_keeps_the_hash() -> None:
     """``references:`` on a family entry replaces the family's standard set, in the order given; leaving it out
     keeps the standard set and the spec hash of a suite written before the key existed."""
-    from harness.runner import reference_keys
+    from harness.run.runner import reference_keys
 
     standard = parse_suite(quickstart())
     assert [k.algorithm for k in reference_keys(standard) if k.family == "bandit" and k.seed == 0] == [

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.executors import run_local
-from harness.spec import load_suite, parse_suite
-from harness.store import load_results
+from harness.run.executors import run_local
+from harness.run.store import SuiteDir
+from harness.spec.suite import load_suite, parse_suite
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
 
@@ -64,9 +64,9 @@ def test_smoke_rl2_and_trmrl_on_halfcheetah_vel_and_metaworld_ml1(tmp_path: Path
         "budget": {"env_steps": 400}, "evaluation": {"every_env_steps": 200, "train_tasks": 1},
         "references": False,
     }
-    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), tmp_path, workers=1, stream=io.StringIO())
     assert outcome.ok, outcome.failed
-    rows = load_results(tmp_path)
+    rows = SuiteDir(tmp_path).results()
     assert set(rows["algorithm"]) == {"rl2", "trmrl", "trmrl_sliding"}
     assert set(rows["family"]) == {"halfcheetah_vel", "metaworld_ml1"}
     evaluations = rows[rows["split"] != "training"]

@@ -14,9 +14,10 @@ from pydantic import ValidationError
 
 from algorithms.base import Task
 from harness import cli, seeding
-from harness.evaluate import evaluate
-from harness.references import finite_horizon_q_values, references_for, selected_references
-from harness.rollout import Sampler
+from harness.references import references_for, selected_references
+from harness.references.tabular_mdp import finite_horizon_q_values
+from harness.run.evaluate import evaluate
+from harness.run.rollout import Sampler
 from harness.tasks import SplitError, TaskFamily, family_class, make_split
 from harness.tasks.tabular_mdp import TabularMDPParams
 
@@ -248,7 +249,7 @@ def test_describe_and_the_tasks_command(capsys: pytest.CaptureFixture[str]) -> N
 @pytest.fixture(scope="module")
 def reference_returns() -> dict[str, np.ndarray]:
     """Returns ``[tasks, episodes]`` of each reference on 200 test tasks, one 10-episode trial each, through
-    ``harness.evaluate`` with one evaluation sampler per split (the same environment seeds for every reference)."""
+    ``harness.run.evaluate`` with one evaluation sampler per split (the same environment seeds for every reference)."""
     family = _family()
     tasks = _tasks(family, TASKS, seed=10)
     returns = {}
@@ -358,8 +359,8 @@ def test_references_are_deterministic_batched_and_use_their_rng() -> None:
 
 def test_the_rl2_papers_mdp_baselines_are_offered_named_only_and_tuned_on_first_use(monkeypatch: pytest.MonkeyPatch
                                                                                      ) -> None:  # fmt: skip
-    """OPSRL, UCRL2, ε-greedy and greedy (``harness.mdp_references``) are offered for the family but run only when
-    a suite names them; listing them tunes nothing, and the first policy made tunes once, on the training split
+    """OPSRL, UCRL2, ε-greedy and greedy (``references/tabular_mdp_paper.py``) are offered for the family but run only
+    when a suite names them; listing them tunes nothing, and the first policy made tunes once, on the training split
     given, for all four."""
     from harness import references as module
 

@@ -15,8 +15,8 @@ import yaml
 
 from algorithms.base import Task
 from harness import seeding
-from harness.spec import SpecError, Suite, check_splits, parse_suite
-from harness.splits import build_splits, splits_payload
+from harness.spec.splits import build_splits, check_splits, splits_payload
+from harness.spec.suite import SpecError, Suite, parse_suite
 from harness.tasks import SplitError, TaskFamily, family_class, make_split
 from harness.tasks.base import FamilyParams
 

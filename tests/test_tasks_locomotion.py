@@ -12,9 +12,11 @@ import pydantic
 import pytest
 
 from algorithms.base import Task
-from harness import seeding, splits
-from harness.rollout import Sampler
-from harness.spec import check_splits, parse_suite
+from harness import seeding
+from harness.run.rollout import Sampler
+from harness.spec import splits
+from harness.spec.splits import check_splits
+from harness.spec.suite import parse_suite
 from harness.tasks import SplitError, TaskFamily, family_class, make_split
 from harness.tasks.locomotion import SCALE_BASES, LocomotionEnv
 

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 
 from algorithms.base import Task
 from harness import seeding
-from harness.rollout import Sampler
-from harness.spec import SpecError, check_splits, parse_suite
-from harness.splits import build_splits, splits_payload
+from harness.run.rollout import Sampler
+from harness.spec.splits import build_splits, check_splits, splits_payload
+from harness.spec.suite import SpecError, parse_suite
 from harness.tasks import SplitError, TaskFamily, family_class, make_split
 from harness.tasks import meta_world as mw
 

@@ -14,12 +14,12 @@ import torch
 
 from algorithms.base import MetaEnvInfo, Task
 from algorithms.registry import learner_class
-from harness.executors import run_local
+from harness.analysis.report import report
 from harness.references import TrainedReference, references_for, selected_references, trained_references
-from harness.report import report
-from harness.rollout import Sampler
-from harness.spec import SpecError, parse_suite
-from harness.store import load_manifests, load_results
+from harness.run.executors import run_local
+from harness.run.rollout import Sampler
+from harness.run.store import SuiteDir
+from harness.spec.suite import SpecError, parse_suite
 from harness.tasks import family_class
 from harness.tasks.told import TaskTold
 
@@ -127,12 +127,12 @@ def test_suite_keys_for_the_trained_references_are_validated_and_hashed() -> Non
 
 def test_trained_references_run_as_reference_runs_with_curves_and_normalise_the_report(tmp_path: Path) -> None:
     data = cheetah_suite()
-    outcome = run_local(parse_suite(data), data, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(data), tmp_path, workers=1, stream=io.StringIO())
     assert outcome.ok, outcome.failed
-    manifests = {m["algorithm"]: m for m in load_manifests(tmp_path)}
+    manifests = {m["algorithm"]: m for m in SuiteDir(tmp_path).manifests()}
     assert {"ref-random", "ref-multitask", "ref-oracle", "rl2"} <= set(manifests)
     assert manifests["ref-oracle"]["kind"] == "reference" and manifests["ref-oracle"]["env_steps"] == 160
-    rows = load_results(tmp_path)
+    rows = SuiteDir(tmp_path).results()
     test = rows[rows["split"] == "test"]
     steps = {a: sorted(set(g["env_steps"])) for a, g in test.groupby("algorithm")}
     assert steps["ref-oracle"] == steps["ref-multitask"] == [0, 80, 160]  # trained: a curve

@@ -26,9 +26,9 @@ from algorithms.trmrl import (
     tfixup_scales,
     value_terms,
 )
-from harness.executors import run_local
-from harness.spec import parse_suite
-from harness.store import load_results
+from harness.run.executors import run_local
+from harness.run.store import SuiteDir
+from harness.spec.suite import parse_suite
 
 OBS, ACT = 5, 3
 BOX = gym.spaces.Box(-1.0, 1.0, (ACT,), np.float32)
@@ -271,7 +271,7 @@ def test_state_dict_round_trip_and_seeded_initialisation(attention: str) -> None
 @pytest.mark.parametrize("attention", ["window", "sliding"])
 def test_a_training_iteration_updates_the_networks(action_space: gym.Space, attention: str) -> None:
     """Protocol conformance with a scripted sampler: shapes, identity adapt, parameters move."""
-    from harness.rollout import Sampler
+    from harness.run.rollout import Sampler
     from harness.tasks import family_class
 
     family_name = "point_nav" if isinstance(action_space, gym.spaces.Box) else "bandit"
@@ -301,13 +301,13 @@ def _task(family: Any, i: int) -> Any:
 
 
 def _final_scores(results: Path) -> pd.Series:
-    rows = load_results(results).query("metric == 'return' and split in ['test', 'ood']")
+    rows = SuiteDir(results).results().query("metric == 'return' and split in ['test', 'ood']")
     final = rows.groupby("algorithm")["env_steps"].transform("max")
     return rows[rows["env_steps"] == final].groupby(["algorithm", "split", "episode_index"])["value"].mean()
 
 
 def _run(tmp_path: Path, suite: dict[str, Any]) -> pd.Series:
-    outcome = run_local(parse_suite(suite), suite, tmp_path, workers=1, stream=io.StringIO())
+    outcome = run_local(parse_suite(suite), tmp_path, workers=1, stream=io.StringIO())
     assert outcome.ok, outcome.failed
     return _final_scores(tmp_path)
 

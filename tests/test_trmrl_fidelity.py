@@ -27,7 +27,7 @@ import torch
 from algorithms.base import MetaEnvInfo, Task, TrialBatch
 from algorithms.ppo import gae, trial_cuts
 from algorithms.trmrl import PRESETS, Config, TrMRL, TrMRLPolicy, gather_windows, span_positions
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import family_class
 
 SMALL = {"layers": 3, "heads": 4, "d_model": 32, "ff_size": 64, "attention": "window", "memory_span": "episode"}

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.spec import SpecError, load_suite, parse_suite
+from harness.spec.suite import SpecError, load_suite, parse_suite
 
 
 def suite(**changes: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Summary figures: OOD bars, adaptation curves, aggregate normalised scores, probability of improvement.
 
-Each function takes a summary table (``harness.summary``), writes one PNG and returns its path, or
+Each function takes a summary table (``harness.analysis.summary``), writes one PNG and returns its path, or
 ``None`` (writing nothing) when the table has nothing to draw. Colours follow the order of ``order`` so an
 algorithm keeps its colour across every figure of a report.
 """
@@ -18,7 +18,7 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from harness.store import REFERENCE_PREFIX
+from harness.run.store import REFERENCE_PREFIX
 
 # seaborn's colour-blind palette, reordered so the first four hues are far apart (its orange and
 # vermilion, entries 1 and 3, are hard to tell apart side by side)

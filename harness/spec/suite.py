@@ -31,9 +31,8 @@ from pydantic import (
 
 from algorithms.registry import learner_class
 from harness import tasks as task_families
-from harness.evaluate import Protocol
 from harness.references import TRAINED_REFERENCE_LEARNER, references_for, trained_references
-from harness.tasks.base import FamilyParams, SplitError, TaskFamily
+from harness.tasks.base import FamilyParams, TaskFamily
 
 
 class SpecError(ValueError):
@@ -194,6 +193,22 @@ class SuiteSpec(_Strict):
         if duplicates:
             raise ValueError(f"duplicate seeds {duplicates}")
         return seeds
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one learner's evaluation trials run on one family (DESIGN.md §5).
+
+    Attributes:
+        episodes_per_trial: episodes of one evaluation trial.
+        deterministic: act deterministically (the mode of each action distribution).
+        exploration_episodes: for learners that adapt after exploring, the episodes collected before
+            ``adapt``; ``None`` for in-context learners (the whole trial runs with one policy).
+    """
+
+    episodes_per_trial: int
+    deterministic: bool
+    exploration_episodes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -627,13 +642,3 @@ def load_suite(path: str | Path) -> Suite:
         where = f"{context}{at(getattr(e, 'context_mark', None))}: " if context else ""
         raise SpecError(str(path), [f"<yaml>: {where}{problem}{at(getattr(e, 'problem_mark', None))}"]) from None
     return parse_suite(data, str(path))
-
-
-def check_splits(suite: Suite) -> None:
-    """Build every family's splits once, so a family that cannot supply them fails before any run."""
-    from harness.splits import build_splits  # local: splits imports this module
-
-    try:
-        build_splits(suite)
-    except SplitError as e:
-        raise SpecError(suite.name, [f"families: {e}"]) from None

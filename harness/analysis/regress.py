@@ -5,7 +5,7 @@ id), each checked metric is compared with the reference results (``results/refer
 and committed):
 
 - the metrics: the asymptotic test score (IQM over seeds of each run's mean of its last evaluations,
-  ``harness.metrics``), the normalised AUC of the test curve, and the asymptotic OOD score where the
+  ``harness.analysis.metrics``), the normalised AUC of the test curve, and the asymptotic OOD score where the
   family has an ood split;
 - the band: the reference's 95% stratified-bootstrap interval of that IQM, widened on each side by
   ``margin`` × the reference's *learning progress* on the metric (|asymptote − untrained score|). The
@@ -20,17 +20,15 @@ side, or a task split whose hash differs from the reference's (the comparison wo
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness import metrics
-from harness.store import load_manifests, load_results
-from harness.summary import LAST_K, primary_metric
+from harness.analysis import metrics
+from harness.analysis.summary import LAST_K, primary_metric
+from harness.run.store import RunStatus, SuiteDir
 
 DEFAULT_MARGIN = 0.25
 CHECKS = ("asymptotic test", "AUC test", "asymptotic ood")
@@ -78,16 +76,16 @@ def compare(
     """Compare two results directories of the same suite (see the module docstring)."""
     candidate_dir, reference_dir = Path(candidate_dir), Path(reference_dir)
     problems = []
-    hashes = [json.loads((d / "tasks.json").read_text()).get("hash") for d in (reference_dir, candidate_dir)]
+    hashes = [SuiteDir(d).tasks_hash() for d in (reference_dir, candidate_dir)]
     if hashes[0] != hashes[1]:
         problems.append(f"task splits differ: reference tasks hash {hashes[0]}, candidate {hashes[1]}")
-    for manifest in load_manifests(candidate_dir):
-        if manifest.get("status") != "done":
+    for manifest in SuiteDir(candidate_dir).manifests():
+        if manifest.get("status") != RunStatus.DONE:
             error = (manifest.get("error") or "").strip().splitlines()
             problems.append(f"run {manifest['algorithm']}/{manifest['family']}/seed={manifest['seed']} is "
                             f"{manifest.get('status')}" + (f": {error[-1]}" if error else ""))  # fmt: skip
-    reference = _run_values(load_results(reference_dir), last_k)
-    candidate = _run_values(load_results(candidate_dir), last_k)
+    reference = _run_values(SuiteDir(reference_dir).results(), last_k)
+    candidate = _run_values(SuiteDir(candidate_dir).results(), last_k)
     records = []
     keys = ["algorithm", "family", "check"]
     ref_groups = dict(list(reference.groupby(keys)))
@@ -122,32 +120,3 @@ def format_table(result: Regression) -> str:
     if result.problems:
         text += "\n" + "\n".join(f"FAIL {p}" for p in result.problems)
     return text
-
-
-def write_reference(results_dir: str | Path, reference_dir: str | Path) -> int:
-    """Copy what a comparison needs (spec, splits, manifests, rows; no checkpoints) to ``reference_dir``.
-
-    Returns:
-        The number of runs copied.
-    """
-    results_dir, reference_dir = Path(results_dir), Path(reference_dir)
-    if reference_dir.exists():
-        shutil.rmtree(reference_dir)
-    reference_dir.mkdir(parents=True)
-    for name in ("suite.yaml", "tasks.json"):
-        shutil.copy2(results_dir / name, reference_dir / name)
-    runs = 0
-    for manifest_path in sorted(results_dir.glob("runs/*/*/seed=*/manifest.json")):
-        target = reference_dir / manifest_path.parent.relative_to(results_dir)
-        target.mkdir(parents=True)
-        manifest = json.loads(manifest_path.read_text())
-        for volatile in ("started_at", "finished_at", "updated_at"):  # keep the committed files stable
-            manifest.pop(volatile, None)
-        (target / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        progress = manifest_path.parent / "progress.parquet"
-        if progress.exists():
-            rows = pd.read_parquet(progress)
-            rows["wall_s"] = 0.0  # timings are not part of the reference
-            rows.to_parquet(target / "progress.parquet", index=False)
-        runs += 1
-    return runs

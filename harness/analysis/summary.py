@@ -1,6 +1,6 @@
 """The report's summary: the main table, the cross-family aggregates and their renderings.
 
-``summarise`` turns the tidy rows into long tables (pure; every number comes from ``harness.metrics``):
+``summarise`` turns the tidy rows into long tables (pure; every number comes from ``harness.analysis.metrics``):
 
 - ``main``: per (family, algorithm): the asymptotic test score, the normalised AUC of the test curve, the
   env steps to reach the family's threshold, the asymptotic OOD score and the test − OOD gap; each an
@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import metrics
-from harness.store import REFERENCE_PREFIX
+from harness.analysis import metrics
+from harness.run.store import REFERENCE_PREFIX
 
 LAST_K = 3
 THRESHOLD_FRACTION = 0.8
@@ -69,7 +69,7 @@ def _estimates(table: pd.DataFrame, column: str, name: str) -> pd.DataFrame:
 def summarise(
     rows: pd.DataFrame, last_k: int = LAST_K, fraction: float = THRESHOLD_FRACTION, reps: int = metrics.BOOTSTRAP_REPS
 ) -> Summary:
-    """The summary tables of ``rows`` (``harness.store.load_results``); see the module docstring."""
+    """The summary tables of ``rows`` (``SuiteDir.results``); see the module docstring."""
     keys = ["family", "kind", "algorithm"]
     mains, adaptations, asymptotes_by_family, metric_of = [], [], [], {}
     for family in sorted(rows["family"].unique()):

@@ -29,22 +29,12 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from algorithms.registry import BUILTIN_LEARNERS, learner_class
-from harness.estimate import cached_run_seconds, format_seconds, makespan
 from harness.references import trained_references
-from harness.runner import LOCKED, RunContext, execute, learner_keys, reference_keys, resolve_device
-from harness.spec import Suite
-from harness.splits import build_splits, splits_payload
-from harness.store import (
-    DONE,
-    FAILED,
-    INTERRUPTED,
-    REFERENCE_PREFIX,
-    RUNNING,
-    RunKey,
-    RunStore,
-    exclusive_lock,
-    init_suite_dir,
-)
+from harness.run.estimate import cached_run_seconds, format_seconds, makespan
+from harness.run.runner import RunContext, execute, learner_keys, reference_keys, resolve_device
+from harness.run.store import REFERENCE_PREFIX, RunKey, RunStatus, RunStore, SuiteDir, exclusive_lock
+from harness.spec.splits import build_splits, splits_payload
+from harness.spec.suite import Suite
 from harness.tasks.registry import BUILTIN_FAMILIES, family_class
 
 #: Seconds the driver waits, after SIGINT/SIGTERM, for running runs to checkpoint and stop.
@@ -136,8 +126,8 @@ def observe(kind: tuple[str, str], reference: bool, budget: int, manifest: dict[
     rows), overriding the manifest's.
     """
     if not manifest:
-        return RunObservation(kind, reference, budget, "pending")
-    status = manifest.get("status", "pending")
+        return RunObservation(kind, reference, budget, RunStatus.PENDING)
+    status = RunStatus(manifest.get("status", RunStatus.PENDING))
     env_steps = min(int(manifest.get("env_steps", 0)), budget) if not reference else 0
     started, updated = manifest.get("started_at"), manifest.get("updated_at", now)
     if steps_at_start is None and int(manifest.get("attempts", 1)) == 1:
@@ -146,14 +136,14 @@ def observe(kind: tuple[str, str], reference: bool, budget: int, manifest: dict[
     if measured is not None:
         measured_s, measured_steps = measured
     elif started is not None and steps_at_start is not None:
-        end = manifest.get("finished_at", updated) if status == DONE else updated
-        steps = (budget if status == DONE else env_steps) - steps_at_start
-        if reference and status == DONE:
+        end = manifest.get("finished_at", updated) if status == RunStatus.DONE else updated
+        steps = (budget if status == RunStatus.DONE else env_steps) - steps_at_start
+        if reference and status == RunStatus.DONE:
             measured_s, measured_steps = end - started, 0
         elif steps > 0:
             measured_s, measured_steps = end - started, steps
-    elapsed = now - started if started is not None and status == RUNNING else 0.0
-    since = now - updated if status == RUNNING else 0.0
+    elapsed = now - started if started is not None and status == RunStatus.RUNNING else 0.0
+    since = now - updated if status == RunStatus.RUNNING else 0.0
     return RunObservation(kind, reference, budget, status, env_steps, measured_s, measured_steps, max(elapsed, 0.0),
                           max(since, 0.0))
 
@@ -172,7 +162,7 @@ def estimate_remaining(runs: list[RunObservation], workers: int,
     sums: dict[tuple[str, str], list[float]] = {}
     reference_s: list[float] = []
     for run in runs:
-        if run.reference and run.status == DONE and run.measured_s > 0:
+        if run.reference and run.status == RunStatus.DONE and run.measured_s > 0:
             reference_s.append(run.measured_s)
         elif not run.reference and run.measured_steps > 0:
             total = sums.setdefault(run.kind, [0.0, 0.0])
@@ -193,7 +183,7 @@ def estimate_remaining(runs: list[RunObservation], workers: int,
     guessed: dict[tuple[str, str], None] = {}
     busy, queue = [], []
     for run in runs:
-        if run.status in (DONE, FAILED):
+        if run.status in (RunStatus.DONE, RunStatus.FAILED):
             continue
         if run.reference:
             left = reference_run
@@ -204,7 +194,7 @@ def estimate_remaining(runs: list[RunObservation], workers: int,
                     return Eta(None)
                 rate, guessed[run.kind] = guess, None
             left = rate * (run.budget - run.env_steps)
-        if run.status == RUNNING:
+        if run.status == RunStatus.RUNNING:
             busy.append(max(left - (run.elapsed_s if run.reference else run.since_update_s), 0.0))
         else:
             queue.append(left)
@@ -240,7 +230,7 @@ class Progress:
             manifest = manifests.get(key)
             reference = (key.algorithm, key.family) not in self.budgets  # one evaluation, no training
             budget = 0 if reference else self.budgets[(key.algorithm, key.family)]
-            if manifest and manifest.get("status") == RUNNING and manifest.get("started_at") is not None:
+            if manifest and manifest.get("status") == RunStatus.RUNNING and manifest.get("started_at") is not None:
                 seen = self._attempts.get(key)
                 if seen is None or seen[0] != manifest["started_at"]:  # a new attempt: where it resumed from
                     first = int(manifest.get("attempts", 1)) == 1
@@ -257,7 +247,8 @@ class Progress:
         for store in self.stores:
             manifest = manifests[store.key] or {}
             budget = self.budgets[(store.key.algorithm, store.key.family)]
-            done_steps += budget if manifest.get("status") == DONE else min(manifest.get("env_steps", 0), budget)
+            done = manifest.get("status") == RunStatus.DONE
+            done_steps += budget if done else min(manifest.get("env_steps", 0), budget)
         elapsed = time.monotonic() - self.started
         fraction = done_steps / total_steps if total_steps else 1.0
         return (f"runs {finished}/{self.total_runs} finished, {failed} failed | env steps "
@@ -277,20 +268,20 @@ class Progress:
         self.stream.flush()
 
 
-def prepare(suite: Suite, suite_data: dict[str, Any], results_dir: Path, retry_failed: bool) -> list[RunContext]:
+def prepare(suite: Suite, results_dir: Path, retry_failed: bool) -> list[RunContext]:
     """Write the suite's spec and splits into ``results_dir`` and list the runs still to execute."""
     splits = build_splits(suite)
     payload = splits_payload(suite, splits)
-    init_suite_dir(results_dir, suite.resolved(), suite.spec_hash, payload)
+    SuiteDir(results_dir).init(suite.resolved(), suite.spec_hash, payload)
     contexts = []
     for key in reference_keys(suite) + learner_keys(suite):
         manifest = RunStore(results_dir, key).manifest() or {}
-        if manifest.get("status") == FAILED and not retry_failed:
+        if manifest.get("status") == RunStatus.FAILED and not retry_failed:
             continue
         # A run uses as many torch threads as the cores it asks for (resources.cpus, default 1), not as
         # many as the machine has: N one-core workers on N cores must not start N×N threads.
         threads = 1 if key.kind == "reference" else suite.algorithm(key.algorithm).spec.resources.cpus
-        contexts.append(RunContext(suite_data, str(results_dir), key, suite.spec_hash, payload["hash"], threads))
+        contexts.append(RunContext(suite, str(results_dir), key, payload["hash"], threads))
     return contexts
 
 
@@ -309,11 +300,11 @@ def _crashed(context: RunContext, error: str, stopping: bool) -> dict[str, Any]:
     """The result of an attempt whose worker died: recorded in the manifest like a raised error, unless
     the driver is stopping (then the death is its own doing and the run resumes next time)."""
     if stopping:
-        return {"key": context.key, "status": INTERRUPTED, "error": error}
+        return {"key": context.key, "status": RunStatus.INTERRUPTED, "error": error}
     store = RunStore(Path(context.results_dir), context.key)
-    if (store.manifest() or {}).get("status") not in (DONE, INTERRUPTED):
-        store.update_manifest(status=FAILED, error=error, finished_at=time.time())
-    return {"key": context.key, "status": FAILED, "error": error}
+    if (store.manifest() or {}).get("status") not in (RunStatus.DONE, RunStatus.INTERRUPTED):
+        store.update_manifest(status=RunStatus.FAILED, error=error, finished_at=time.time())
+    return {"key": context.key, "status": RunStatus.FAILED, "error": error}
 
 
 class _InProcess:
@@ -328,7 +319,7 @@ class _InProcess:
 
     def submit(self, context: RunContext) -> None:
         result = execute(context, self.progress)
-        if result["status"] == INTERRUPTED:  # only this process's own SIGINT/SIGTERM can interrupt it
+        if result["status"] == RunStatus.INTERRUPTED:  # only this process's own SIGINT/SIGTERM can interrupt it
             raise KeyboardInterrupt
         self.results.append((context, result))
 
@@ -374,7 +365,7 @@ def _worker_main(conn: Connection) -> None:
             try:
                 result = execute(context)
             except KeyboardInterrupt:  # outside the run's checkpointing handler: its last checkpoint stands
-                result = {"key": context.key, "status": INTERRUPTED, "error": "interrupted"}
+                result = {"key": context.key, "status": RunStatus.INTERRUPTED, "error": "interrupted"}
             conn.send(result)
     except (EOFError, BrokenPipeError, KeyboardInterrupt):
         pass  # the driver is gone or stopping
@@ -565,11 +556,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _record(outcome: SuiteOutcome, result: dict[str, Any]) -> None:
     key, status = result["key"], result["status"]
-    if status == FAILED:
+    if status == RunStatus.FAILED:
         outcome.failed[key] = result["error"] or ""
-    elif status == LOCKED:
+    elif status == RunStatus.LOCKED:
         outcome.locked[key] = result["error"] or ""
-    elif status == INTERRUPTED:
+    elif status == RunStatus.INTERRUPTED:
         outcome.interrupted.append(key)
     elif status == "skipped":
         outcome.skipped.append(key)
@@ -592,7 +583,7 @@ def _drive(backend: _Backend, contexts: list[RunContext], outcome: SuiteOutcome,
                     backend.submit(queue.popleft())
                 for context, result in backend.poll(timeout=1.0):
                     key, status = context.key, result["status"]
-                    if status in (FAILED, INTERRUPTED) and outcome.retries[key] < max_retries:
+                    if status in (RunStatus.FAILED, RunStatus.INTERRUPTED) and outcome.retries[key] < max_retries:
                         outcome.retries[key] += 1
                         progress.message(f"retrying {key.label} from its last checkpoint (retry "
                                          f"{outcome.retries[key]} of {max_retries}): {_last_line(result['error'])}")
@@ -620,7 +611,7 @@ def _stop(backend: _Backend, outcome: SuiteOutcome, progress: Progress) -> None:
         backend.close(force=True)
 
 
-def _run(suite: Suite, suite_data: dict[str, Any], results_dir: Path, executor: str, workers: int,
+def _run(suite: Suite, results_dir: Path, executor: str, workers: int,
          retry_failed: bool, max_retries: int | None, stream: TextIO | None, address: str | None = None,
          in_process: bool = False) -> SuiteOutcome:  # fmt: skip
     ray = _import_ray() if executor == "ray" else None  # before anything is written
@@ -629,17 +620,17 @@ def _run(suite: Suite, suite_data: dict[str, Any], results_dir: Path, executor: 
         # Spawned first, so that the workers' imports overlap the driver's preparation.
         pool = _LocalPool(workers) if ray is None and not in_process else None
         try:
-            return _prepare_and_drive(suite, suite_data, results_dir, ray, address, pool, retry_failed,
+            return _prepare_and_drive(suite, results_dir, ray, address, pool, retry_failed,
                                       max_retries, stream)
         finally:
             if pool is not None:
                 pool.close(force=False)
 
 
-def _prepare_and_drive(suite: Suite, suite_data: dict[str, Any], results_dir: Path, ray: Any, address: str | None,
+def _prepare_and_drive(suite: Suite, results_dir: Path, ray: Any, address: str | None,
                        pool: _LocalPool | None, retry_failed: bool, max_retries: int | None, stream: TextIO
                        ) -> SuiteOutcome:  # fmt: skip
-    contexts = prepare(suite, suite_data, results_dir, retry_failed)
+    contexts = prepare(suite, results_dir, retry_failed)
     outcome = SuiteOutcome()
     pending = {c.key for c in contexts}
     previously_failed = [k for k in reference_keys(suite) + learner_keys(suite) if k not in pending]
@@ -692,7 +683,6 @@ def default_workers(suite: Suite) -> int:
 
 def run_local(
     suite: Suite,
-    suite_data: dict[str, Any],
     results_dir: Path,
     workers: int | None = None,
     retry_failed: bool = False,
@@ -708,13 +698,12 @@ def run_local(
     ``results_dir``.
     """
     workers = workers or default_workers(suite)
-    return _run(suite, suite_data, results_dir, "local", workers, retry_failed, max_retries, stream,
+    return _run(suite, results_dir, "local", workers, retry_failed, max_retries, stream,
                 in_process=workers == 1 if in_process is None else in_process)
 
 
 def run_ray(
     suite: Suite,
-    suite_data: dict[str, Any],
     results_dir: Path,
     address: str | None = None,
     retry_failed: bool = False,
@@ -728,5 +717,5 @@ def run_ray(
     initialised. Workers write their runs' directories themselves, so ``results_dir`` must be on a
     filesystem every node sees at the same path; it is made absolute here.
     """
-    return _run(suite, suite_data, Path(results_dir).resolve(), "ray", 0, retry_failed, max_retries, stream,
+    return _run(suite, Path(results_dir).resolve(), "ray", 0, retry_failed, max_retries, stream,
                 address)

@@ -1,6 +1,6 @@
 """The RL² paper's other tabular-MDP baselines (Duan et al. 2016, Table 2): OPSRL, UCRL2, ε-greedy and greedy.
 
-``harness.references`` holds random, PSRL and the oracle; this module adds the paper's remaining
+``references/tabular_mdp.py`` holds random, PSRL and the oracle; this module adds the paper's remaining
 model-based baselines (BEB aside), a fast vectorised simulator of the ``tabular_mdp`` family, and the grid
 search that tunes their free parameter on training tasks (the paper grid-searched its baselines).
 
@@ -23,14 +23,8 @@ import numpy as np
 
 from algorithms.base import Policy, Task
 from harness import seeding
-from harness.references import (
-    _PSRL,
-    Reference,
-    _CountingTabular,
-    _Reference,
-    finite_horizon_q_values,
-    tune_by_grid,
-)
+from harness.references.base import Reference, _Reference, tune_by_grid
+from harness.references.tabular_mdp import _PSRL, _CountingTabular, finite_horizon_q_values
 from harness.tasks.tabular_mdp import TabularMDPFamily, TabularMDPParams
 
 #: Posterior draws per episode of OPSRL (TabulaRL's ``OptimisticPSRL`` default, ``nSamp=10``).
@@ -302,7 +296,7 @@ def simulate_mdp(policy: Policy, transitions: np.ndarray, reward_means: np.ndarr
                  episodes: int, rng: np.random.Generator) -> np.ndarray:
     """Total reward of one trial of ``episodes`` episodes per MDP, vectorised over the MDPs.
 
-    Drives ``policy`` exactly as ``harness.rollout.Sampler`` does: ``reset`` of every row, then one ``act`` per
+    Drives ``policy`` exactly as ``harness.run.rollout.Sampler`` does: ``reset`` of every row, then one ``act`` per
     step with the previous step's action and float32 reward (zeros at the trial's first step),
     ``episode_start`` at each episode's first step, one-hot float32 states; every episode starts in state 0
     (``TabularMDPEnv.reset``). The env's randomness differs: one reward noise and one uniform (the next state,
@@ -394,7 +388,7 @@ def mdp_paper_references(params: TabularMDPParams, episodes: int,
 
     Returns:
         ``{"opsrl", "ucrl2", "epsilon_greedy", "greedy"}`` → a ``Reference`` each (its ``make`` is a
-        ``harness.references.PolicyFactory``), in that order.
+        ``references.base.PolicyFactory``), in that order.
     """
     if episodes < 1:
         raise ValueError(f"mdp_paper_references: episodes must be >= 1, got {episodes}")

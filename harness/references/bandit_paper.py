@@ -1,7 +1,7 @@
 """The RL² paper's other bandit baselines: Gittins index, UCB1 with a tuned constant, ε-greedy and greedy.
 
 Duan et al. 2016 (RL², §4.1, Table 1) compare RL² on Bernoulli bandits with Random, Gittins, Thompson sampling,
-UCB1, ε-greedy and greedy, grid-searching the baselines' hyperparameters. ``harness/references.py`` holds random,
+UCB1, ε-greedy and greedy, grid-searching the baselines' hyperparameters. ``references/bandit.py`` holds random,
 Thompson, textbook UCB1 and the exact Bayes-optimal DP (small k·H only); this module adds the rest:
 
 - ``finite_horizon_gittins_table`` / ``_Gittins``: the finite-horizon Gittins index of each arm's Beta(1, 1)
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Policy
-from harness.references import _BanditPolicy, tune_by_grid
+from harness.references.bandit import _BanditPolicy
+from harness.references.base import tune_by_grid
 
 # --- Gittins index: finite horizon ----------------------------------------------------------------
 #
@@ -273,7 +274,7 @@ def simulate_bandit(
 ) -> np.ndarray:
     """Total reward ``[N]`` of one ``horizon``-pull trial per row of ``means: [N, arms]``.
 
-    Drives ``policy`` like ``harness.rollout.Sampler``: ``reset`` of every row, then ``act`` with
+    Drives ``policy`` like ``harness.run.rollout.Sampler``: ``reset`` of every row, then ``act`` with
     ``prev_action = 0``, ``prev_reward = 0`` and ``episode_start = True``, then the previous pull's arm and
     reward. ``episode_start`` is True every ``episode_steps`` pulls (default: only the first). The reward of a
     pull of arm ``a`` is ``u < means[i, a]`` with one uniform ``u`` per row and pull, drawn from ``rng``: the

@@ -1,8 +1,8 @@
 """Report: a suite's results as one markdown page of tables and plots (plus LaTeX and CSV tables).
 
-Everything here is a pure function of the tidy rows (``harness.store.load_results``: one row per
+Everything here is a pure function of the tidy rows (``SuiteDir.results``: one row per
 measurement) and the run manifests; no number comes from anywhere else. The page opens with the
-summary of ``harness.summary`` (main table of asymptotic score, sample efficiency and OOD as IQMs with
+summary of ``harness.analysis.summary`` (main table of asymptotic score, sample efficiency and OOD as IQMs with
 stratified-bootstrap CIs; OOD bars; adaptation curves; normalised aggregates and probability of
 improvement), then one section per family with the definitions below:
 
@@ -25,7 +25,6 @@ improvement), then one section per family with the definitions below:
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,19 +32,17 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 from scipy import stats
 
-from harness import plots
-from harness.metrics import run_scores
-from harness.paper_tables import paper_cells, paper_tables, plot_normalised
-from harness.published import Published, published_for
-from harness.store import REFERENCE_PREFIX, load_manifests, load_results
-from harness.summary import (
+from harness.analysis import plots
+from harness.analysis.metrics import run_scores
+from harness.analysis.paper_tables import paper_cells, paper_tables, plot_normalised
+from harness.analysis.published import Published, published_for
+from harness.analysis.summary import (
     Summary,
     aggregate_cells,
     latex_table,
@@ -57,6 +54,7 @@ from harness.summary import (
     summarise,
     write_csv,
 )
+from harness.run.store import REFERENCE_PREFIX, RunStatus, SuiteDir
 
 EVAL_SPLITS = ("test", "ood", "train")
 CURVE_SPLITS = ("test", "ood")
@@ -205,7 +203,7 @@ def plot_curves(
         algorithms: learner order for colours and legend (the suite's); pass the same list for every
             family so an algorithm keeps its colour across figures. Others follow, sorted.
         references: the same for the references' line styles (names as in the rows, ``ref-…``).
-        published: published numbers to mark (``harness.published``).
+        published: published numbers to mark (``harness.analysis.published``).
     """
     metric = metric or primary_metric(rows, family)
     curves = curve_table(rows[rows["family"] == family], metric)
@@ -344,7 +342,7 @@ def _header(rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Ma
     if meta.get("seeds") and sorted(meta["seeds"]) != seeds:
         seed_text += f" (the suite lists {', '.join(map(str, sorted(meta['seeds'])))})"
     statuses = [m.get("status", "unknown") for m in manifests]
-    counts = {s: statuses.count(s) for s in _ordered(statuses, ("done", "running", "failed"))}
+    counts = {s: statuses.count(s) for s in _ordered(statuses, (RunStatus.DONE, RunStatus.RUNNING, RunStatus.FAILED))}
     lines = [
         f"# {meta.get('suite', 'suite')} — results",
         "",
@@ -367,7 +365,7 @@ def _header(rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Ma
         names = "; ".join(f"{_run_name(m)} (`{m.get('imported_from', '?')}`)" for m in imported)
         lines += [f"> ⓘ {len(imported)} run(s) imported from legacy garage logs (their own tasks and protocol; "
                   f"test rows are garage's meta-test averages): {_escape(names)}.", ""]
-    failed = [m for m in manifests if m.get("status") == "failed"]
+    failed = [m for m in manifests if m.get("status") == RunStatus.FAILED]
     if failed:
         lines += ["## Failed runs", ""]
         lines += [f"- {_escape(_run_name(m))}: `{_last_line(m.get('error'))}`" for m in failed]
@@ -453,7 +451,7 @@ def _family_section(
 
 def _summary_section(summary: Summary, meta: Mapping[str, Any], seeds: Sequence[int], learners: Sequence[str],
                      families: Sequence[str], out_dir: Path) -> list[str]:  # fmt: skip
-    """The main table and the cross-family figures (``harness.summary``, ``harness.plots``)."""
+    """The main table and the cross-family figures (``harness.analysis.summary``, ``harness.analysis.plots``)."""
     cells = main_cells(summary, learners, families)
     if cells.empty:
         return []
@@ -482,7 +480,7 @@ def _summary_section(summary: Summary, meta: Mapping[str, Any], seeds: Sequence[
 
 def _paper_section(rows: pd.DataFrame, summary: Summary, meta: Mapping[str, Any], seeds: Sequence[int],
                    learners: Sequence[str], out_dir: Path) -> list[str]:  # fmt: skip
-    """The RL² paper's tables in its layout, and its normalisation as a figure (``harness.paper_tables``),
+    """The RL² paper's tables in its layout, and its normalisation as a figure (``harness.analysis.paper_tables``),
     for the families that are settings of them."""
     lines: list[str] = []
     for result in paper_tables(rows, meta.get("family_info", {}), summary.last_k):
@@ -524,8 +522,8 @@ def write_report(
     """Write the report into ``out_dir``: ``report.md`` and its PNGs; ``tables.tex``; CSV tables.
 
     Args:
-        rows: the tidy results table (``load_results``).
-        manifests: run manifests (``load_manifests``): algorithm, family, seed, kind, status, error,
+        rows: the tidy results table (``SuiteDir.results``).
+        manifests: run manifests (``SuiteDir.manifests``): algorithm, family, seed, kind, status, error,
             spec_hash, tasks_hash, commit.
         meta: ``suite`` (name), ``spec_hash``, ``tasks_hash``, ``commits`` (list; or ``commit``), and
             optionally ``seeds``, ``families`` and ``algorithms`` (the suite's order, used for sorting),
@@ -605,15 +603,14 @@ def read_meta(results_dir: str | Path) -> dict[str, Any]:
     """``suite``, ``spec_hash``, ``seeds``, ``families``, ``algorithms`` from ``suite.yaml``; ``tasks_hash`` from
     ``tasks.json``."""
     results_dir = Path(results_dir)
-    for name in ("suite.yaml", "tasks.json"):
-        if not (results_dir / name).is_file():
-            raise FileNotFoundError(f"{results_dir}: no {name}; is this a results directory (results/<suite>)?")
-    data = yaml.safe_load((results_dir / "suite.yaml").read_text()) or {}
-    spec = data.get("spec", data)
-    tasks = json.loads((results_dir / "tasks.json").read_text())
+    suite_dir = SuiteDir(results_dir)
+    for path in (suite_dir.suite_path, suite_dir.tasks_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{results_dir}: no {path.name}; is this a results directory (results/<suite>)?")
+    spec, tasks = suite_dir.resolved_spec(), suite_dir.tasks()
     return {
         "suite": spec.get("name", results_dir.name),
-        "spec_hash": data.get("spec_hash"),
+        "spec_hash": suite_dir.spec_hash(),
         "tasks_hash": tasks.get("hash"),
         "seeds": spec.get("seeds", []),
         "families": [f.get("id") or f.get("name") for f in spec.get("families", [])],
@@ -631,6 +628,6 @@ def report(results_dir: str | Path, out_dir: str | Path | None = None, formats: 
     """Report on ``results/<suite>``: writes into ``out_dir`` (default ``results_dir/report``)."""
     results_dir = Path(results_dir)
     meta = read_meta(results_dir)
-    manifests = load_manifests(results_dir)
+    manifests = SuiteDir(results_dir).manifests()
     meta["commits"] = sorted({m["commit"] for m in manifests if m.get("commit")})
-    return write_report(load_results(results_dir), manifests, meta, out_dir or results_dir / "report", formats)
+    return write_report(SuiteDir(results_dir).results(), manifests, meta, out_dir or results_dir / "report", formats)

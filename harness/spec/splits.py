@@ -7,8 +7,8 @@ from typing import Any
 
 from algorithms.base import Task
 from harness import seeding
-from harness.spec import ResolvedFamily, Suite
-from harness.tasks.base import make_split, tasks_hash
+from harness.spec.suite import ResolvedFamily, SpecError, Suite
+from harness.tasks.base import SplitError, make_split, tasks_hash
 
 
 def family_split(suite: Suite, family: ResolvedFamily) -> dict[str, list[Task]]:
@@ -50,3 +50,11 @@ def splits_payload(suite: Suite, splits: dict[str, dict[str, list[Task]]]) -> di
             },
         }
     return {"families": families, "hash": tasks_hash(families)}
+
+
+def check_splits(suite: Suite) -> None:
+    """Build every family's splits once, so a family that cannot supply them fails before any run."""
+    try:
+        build_splits(suite)
+    except SplitError as e:
+        raise SpecError(suite.name, [f"families: {e}"]) from None

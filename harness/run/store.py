@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,8 +37,20 @@ PACKAGES = ("metarl-harness", "torch", "numpy", "gymnasium", "pandas", "pyarrow"
 
 #: Name prefix of reference-policy runs in the results tree (``runs/ref-thompson/bandit/seed=0``).
 REFERENCE_PREFIX = "ref-"
-# Run status values in manifests. ``interrupted``: stopped by SIGTERM/SIGINT after a checkpoint.
-RUNNING, DONE, FAILED, INTERRUPTED = "running", "done", "failed", "interrupted"
+
+
+class RunStatus(StrEnum):
+    """A run's status: in its manifest (``running`` to ``done``, ``failed`` or ``interrupted``), before it has
+    one (``pending``), and as one attempt's outcome (``skipped``: already done under this spec; ``locked``:
+    another process is writing it, so nothing was touched). Members are strings, so manifests hold plain text."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped by SIGTERM/SIGINT after a checkpoint; re-running resumes it
+    SKIPPED = "skipped"
+    LOCKED = "locked"
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -218,60 +232,114 @@ class SuiteMismatchError(RuntimeError):
     """The results directory holds results of a different suite spec or task split."""
 
 
-def init_suite_dir(
-    results_dir: Path, resolved: dict[str, Any], spec_hash: str | None, tasks_payload: dict[str, Any]
-) -> None:
-    """Write ``suite.yaml`` and ``tasks.json``, or check they match what is already there."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    suite_path, tasks_path = results_dir / "suite.yaml", results_dir / "tasks.json"
-    if suite_path.exists():
-        existing = yaml.safe_load(suite_path.read_text()) or {}
-        if existing.get("spec_hash") != spec_hash:
+class SuiteDir:
+    """A results directory: ``suite.yaml`` (the resolved spec and its hash), ``tasks.json`` (the task splits and
+    their hash) and ``runs/``, one ``RunStore`` per run. With ``RunStore``, the only code that reads or writes
+    one (``results/<suite>/`` by default; a committed reference under ``results/reference/`` is one too)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.suite_path = self.path / "suite.yaml"
+        self.tasks_path = self.path / "tasks.json"
+
+    def __repr__(self) -> str:
+        return f"SuiteDir({str(self.path)!r})"
+
+    def exists(self) -> bool:
+        """Whether a suite was run here (``suite.yaml`` written); imported legacy runs alone have none."""
+        return self.suite_path.exists()
+
+    def init(self, resolved: dict[str, Any], spec_hash: str | None, tasks_payload: dict[str, Any]) -> None:
+        """Write ``suite.yaml`` and ``tasks.json``, or check they match what is already there
+        (``SuiteMismatchError`` where they do not)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if self.exists() and self.spec_hash() != spec_hash:
             raise SuiteMismatchError(
-                f"{results_dir} holds results of another spec (hash {existing.get('spec_hash')}, this one "
+                f"{self.path} holds results of another spec (hash {self.spec_hash()}, this one "
                 f"{spec_hash}); choose another --results directory or remove the old results"
             )
-    if tasks_path.exists():
-        existing_hash = json.loads(tasks_path.read_text()).get("hash")
-        if existing_hash != tasks_payload["hash"]:
+        if self.tasks_path.exists() and self.tasks_hash() != tasks_payload["hash"]:
             raise SuiteMismatchError(
-                f"{results_dir} holds results for other task splits (hash {existing_hash}, this suite "
+                f"{self.path} holds results for other task splits (hash {self.tasks_hash()}, this suite "
                 f"{tasks_payload['hash']}); choose another --results directory"
             )
-    text = yaml.safe_dump({"spec_hash": spec_hash, "spec": resolved}, sort_keys=False)
-    _atomic_write(suite_path, lambda tmp: Path(tmp).write_text(text))
-    write_json(tasks_path, tasks_payload)
+        text = yaml.safe_dump({"spec_hash": spec_hash, "spec": resolved}, sort_keys=False)
+        _atomic_write(self.suite_path, lambda tmp: Path(tmp).write_text(text))
+        write_json(self.tasks_path, tasks_payload)
 
+    def _suite_file(self) -> dict[str, Any]:
+        return yaml.safe_load(self.suite_path.read_text()) or {}
 
-def _run_dirs(results_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(results_dir).glob("runs/*/*/seed=*/manifest.json"))
+    def spec_hash(self) -> str | None:
+        """The hash of the spec the runs here were run under (``Suite.spec_hash``)."""
+        return self._suite_file().get("spec_hash")
 
+    def resolved_spec(self) -> dict[str, Any]:
+        """The resolved spec written by ``init`` (``Suite.resolved()``; a ``suite.yaml`` without a ``spec`` key is
+        read as the spec itself)."""
+        data = self._suite_file()
+        return data.get("spec", data) or {}
 
-def load_manifests(results_dir: Path) -> list[dict[str, Any]]:
-    """Every run's manifest under ``results_dir``."""
-    return [json.loads((d / "manifest.json").read_text()) for d in _run_dirs(results_dir)]
+    def tasks(self) -> dict[str, Any]:
+        """The task splits (``tasks.json``: ``hash`` and each family's splits)."""
+        return json.loads(self.tasks_path.read_text())
 
+    def tasks_hash(self) -> str | None:
+        return self.tasks().get("hash") if self.tasks_path.exists() else None
 
-def load_results(results_dir: Path) -> pd.DataFrame:
-    """All stored rows with the run's identity: ``kind, algorithm, family, seed`` + ``ROW_COLUMNS`` + ``source``
-    (``"harness"``, or ``"imported"`` for legacy logs, ``harness.legacy``)."""
-    frames = []
-    for run_dir in _run_dirs(results_dir):
-        progress = run_dir / "progress.parquet"
-        if not progress.exists():
-            continue
-        manifest = json.loads((run_dir / "manifest.json").read_text())
-        frame = pd.read_parquet(progress)
-        frame.insert(0, "seed", int(manifest["seed"]))
-        frame.insert(0, "family", manifest["family"])
-        frame.insert(0, "algorithm", manifest["algorithm"])
-        frame.insert(0, "kind", manifest.get("kind", "learner"))
-        frame["source"] = manifest.get("source", "harness")
-        frames.append(frame)
-    if not frames:
-        empty = rows_frame([])
-        for i, column in enumerate(("kind", "algorithm", "family", "seed")):
-            empty.insert(i, column, pd.Series(dtype="int64" if column == "seed" else "string"))
-        empty["source"] = pd.Series(dtype="string")
-        return empty
-    return pd.concat(frames, ignore_index=True)
+    def run(self, key: RunKey) -> RunStore:
+        return RunStore(self.path, key)
+
+    def run_dirs(self) -> list[Path]:
+        """Every run's directory (those with a manifest), sorted."""
+        return sorted(p.parent for p in self.path.glob("runs/*/*/seed=*/manifest.json"))
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """Every run's manifest."""
+        return [json.loads((d / "manifest.json").read_text()) for d in self.run_dirs()]
+
+    def copy_to(self, target: SuiteDir) -> int:
+        """Copy the spec, splits, manifests and rows to ``target`` (replacing what is there), without checkpoints
+        or timings (start/finish times, ``wall_s``), so that a committed copy changes only with its numbers.
+        Returns the number of runs copied."""
+        if target.path.exists():
+            shutil.rmtree(target.path)
+        target.path.mkdir(parents=True)
+        shutil.copy2(self.suite_path, target.suite_path)
+        shutil.copy2(self.tasks_path, target.tasks_path)
+        for run_dir in self.run_dirs():
+            copy = target.path / run_dir.relative_to(self.path)
+            copy.mkdir(parents=True)
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            for volatile in ("started_at", "finished_at", "updated_at"):
+                manifest.pop(volatile, None)
+            (copy / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            if (run_dir / "progress.parquet").exists():
+                rows = pd.read_parquet(run_dir / "progress.parquet")
+                rows["wall_s"] = 0.0
+                rows.to_parquet(copy / "progress.parquet", index=False)
+        return len(self.run_dirs())
+
+    def results(self) -> pd.DataFrame:
+        """All stored rows with the run's identity: ``kind, algorithm, family, seed`` + ``ROW_COLUMNS`` +
+        ``source`` (``"harness"``, or ``"imported"`` for legacy logs, ``harness.analysis.legacy``)."""
+        frames = []
+        for run_dir in self.run_dirs():
+            progress = run_dir / "progress.parquet"
+            if not progress.exists():
+                continue
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            frame = pd.read_parquet(progress)
+            frame.insert(0, "seed", int(manifest["seed"]))
+            frame.insert(0, "family", manifest["family"])
+            frame.insert(0, "algorithm", manifest["algorithm"])
+            frame.insert(0, "kind", manifest.get("kind", "learner"))
+            frame["source"] = manifest.get("source", "harness")
+            frames.append(frame)
+        if not frames:
+            empty = rows_frame([])
+            for i, column in enumerate(("kind", "algorithm", "family", "seed")):
+                empty.insert(i, column, pd.Series(dtype="int64" if column == "seed" else "string"))
+            empty["source"] = pd.Series(dtype="string")
+            return empty
+        return pd.concat(frames, ignore_index=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import plots
-from harness.report import plot_curves
-from harness.store import load_results
-from harness.summary import primary_metric, summarise
+from harness.analysis import plots
+from harness.analysis.report import plot_curves
+from harness.analysis.summary import primary_metric, summarise
+from harness.run.store import SuiteDir
 
 #: The four algorithms compared in every meta-training figure, in legend order.
 ALGORITHMS = ("trmrl", "rl2", "maml", "pearl")
@@ -67,12 +67,12 @@ def make_figures(results_dir: str | Path, out_dir: str | Path) -> tuple[list[Pat
         FileNotFoundError: ``results_dir`` holds no results at all.
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    if not (results_dir / "runs").is_dir():
+    if not SuiteDir(results_dir).run_dirs():
         raise FileNotFoundError(
             f"{results_dir}: no results (expected runs/ of suites/paper.yaml: python -m harness run suites/paper.yaml)"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = load_results(results_dir)
+    rows = SuiteDir(results_dir).results()
     rows = rows[rows["split"].isin(["test", "ood", "train"])]
     written: list[Path] = []
     missing: list[str] = []

@@ -27,28 +27,23 @@ import torch
 from algorithms.base import MetaEnvInfo, Task
 from algorithms.registry import learner_class
 from harness import seeding
-from harness.evaluate import Protocol, evaluate, evaluate_learner
 from harness.references import TRAINED_REFERENCE_LEARNER, selected_references, trained_references
-from harness.rollout import Sampler
-from harness.spec import ResolvedFamily, Suite
-from harness.splits import family_split, train_eval_sample
-from harness.store import (
-    DONE,
-    FAILED,
-    INTERRUPTED,
+from harness.run.evaluate import evaluate, evaluate_learner
+from harness.run.rollout import Sampler
+from harness.run.store import (
     REFERENCE_PREFIX,
-    RUNNING,
     LockedError,
     RunKey,
+    RunStatus,
     RunStore,
+    SuiteDir,
     git_commit,
     package_versions,
 )
+from harness.spec.splits import family_split, train_eval_sample
+from harness.spec.suite import Protocol, ResolvedFamily, Suite
 from harness.tasks.base import TaskFamily
 from harness.tasks.told import TaskTold
-
-#: ``execute``'s status when another process holds the run's lock (nothing was written).
-LOCKED = "locked"
 
 
 class RunInterrupted(Exception):
@@ -57,14 +52,19 @@ class RunInterrupted(Exception):
 
 @dataclass(frozen=True)
 class RunContext:
-    """What a worker needs to run one run; picklable (the suite is re-validated from data)."""
+    """What a worker needs to run one run; picklable. The suite travels as the validated object (never
+    re-read or re-parsed), and the worker checks its spec hash against the results directory's before
+    touching a run (``execute``)."""
 
-    suite_data: dict[str, Any]
+    suite: Suite
     results_dir: str
     key: RunKey
-    spec_hash: str
     tasks_hash: str
     torch_threads: int = 1
+
+    @property
+    def spec_hash(self) -> str:
+        return self.suite.spec_hash
 
 
 @contextmanager
@@ -252,7 +252,7 @@ def run_learner(
             "counters": dict(counters),
         })
         last_checkpoint = time.monotonic()
-        store.update_manifest(status=RUNNING, env_steps=train_sampler.env_steps, env_steps_budget=budget,
+        store.update_manifest(status=RunStatus.RUNNING, env_steps=train_sampler.env_steps, env_steps_budget=budget,
                               iteration=counters["iteration"])
         if progress:
             progress({"key": key, "env_steps": train_sampler.env_steps, "budget": budget})
@@ -296,7 +296,7 @@ def run_learner(
             if (due or stop or time.monotonic() - last_checkpoint >= execution.checkpoint_every_s
                     or (periodic and counters["iteration"] % periodic == 0)):
                 commit()
-    return DONE
+    return RunStatus.DONE
 
 
 def is_trained(suite: Suite, key: RunKey) -> bool:
@@ -322,7 +322,7 @@ def run_reference(suite: Suite, results_dir: Path, key: RunKey) -> str:
     )
     store.truncate_rows(-1)
     store.append_rows([{"env_steps": 0, "iteration": 0, "wall_s": 0.0, **row} for row in rows])
-    return DONE
+    return RunStatus.DONE
 
 
 def reference_keys(suite: Suite) -> list[RunKey]:
@@ -352,52 +352,54 @@ def execute(context: RunContext, progress: Callable[[dict[str, Any]], None] | No
     """Run one attempt of one run in this process, isolating failures.
 
     Returns ``{"key", "status", "error"}``: ``done``; ``skipped`` (already done under this spec);
-    ``failed`` (it raised: ``error`` holds the traceback, also written to the manifest);
+    ``failed`` (it raised: ``error`` holds the traceback, also written to the manifest; or the results
+    directory holds another spec, and nothing was touched);
     ``interrupted`` (SIGTERM/SIGINT: checkpointed and stopped); or ``locked`` (another process is
     writing this run, so nothing was touched). Retrying is the executor's decision.
     """
-    key, results_dir = context.key, Path(context.results_dir)
-    if not (results_dir / "suite.yaml").exists():  # e.g. a Ray node without the shared filesystem
-        error = (f"{results_dir}/suite.yaml is not visible on {socket.gethostname()}: runs write to the results "
+    key, suite_dir = context.key, SuiteDir(context.results_dir)
+    if not suite_dir.exists():  # e.g. a Ray node without the shared filesystem
+        error = (f"{suite_dir.suite_path} is not visible on {socket.gethostname()}: runs write to the results "
                  "directory directly, so every worker must see it at the same path (a shared filesystem)")
-        return {"key": key, "status": FAILED, "error": error}
-    store = RunStore(results_dir, key)
+        return {"key": key, "status": RunStatus.FAILED, "error": error}
+    if suite_dir.spec_hash() != context.spec_hash:  # the suite this worker got is not the one the driver wrote
+        error = (f"{suite_dir.path} holds spec {suite_dir.spec_hash()}, this worker's suite is {context.spec_hash}: "
+                 "not run (another suite was started in the same results directory)")
+        return {"key": key, "status": RunStatus.FAILED, "error": error}
+    store = suite_dir.run(key)
     try:
         with store.lock():
             return _execute_locked(context, store, progress)
     except LockedError as e:
-        return {"key": key, "status": LOCKED, "error": str(e)}
+        return {"key": key, "status": RunStatus.LOCKED, "error": str(e)}
 
 
 def _execute_locked(context: RunContext, store: RunStore, progress: Callable[[dict[str, Any]], None] | None
                     ) -> dict[str, Any]:  # fmt: skip
-    from harness.spec import parse_suite
-
     # The suite's resources.cpus (default 1): N one-core workers on N cores must not start N×N threads.
     torch.set_num_threads(context.torch_threads)
     key, results_dir = context.key, Path(context.results_dir)
     store.remove_stale_temporaries()  # a SIGKILL mid-write leaves one; the lock says nobody else is writing
     manifest = store.manifest()
-    if manifest and manifest.get("status") == DONE and manifest.get("spec_hash") == context.spec_hash:
-        return {"key": key, "status": "skipped", "error": None}
+    if manifest and manifest.get("status") == RunStatus.DONE and manifest.get("spec_hash") == context.spec_hash:
+        return {"key": key, "status": RunStatus.SKIPPED, "error": None}
     store.update_manifest(
-        status=RUNNING, spec_hash=context.spec_hash, tasks_hash=context.tasks_hash, commit=git_commit(),
+        status=RunStatus.RUNNING, spec_hash=context.spec_hash, tasks_hash=context.tasks_hash, commit=git_commit(),
         versions=package_versions(), started_at=time.time(), error=None,
         attempts=(manifest or {}).get("attempts", 0) + 1, host=socket.gethostname(), pid=os.getpid(),
         torch_threads=context.torch_threads,
     )
     try:
-        suite = parse_suite(context.suite_data)
-        if not is_trained(suite, key):
-            status = run_reference(suite, results_dir, key)
+        if not is_trained(context.suite, key):
+            status = run_reference(context.suite, results_dir, key)
         else:
-            status = run_learner(suite, results_dir, key, progress)
+            status = run_learner(context.suite, results_dir, key, progress)
     except RunInterrupted as e:
-        store.update_manifest(status=INTERRUPTED, error=str(e))
-        return {"key": key, "status": INTERRUPTED, "error": str(e)}
+        store.update_manifest(status=RunStatus.INTERRUPTED, error=str(e))
+        return {"key": key, "status": RunStatus.INTERRUPTED, "error": str(e)}
     except Exception:
         error = traceback.format_exc()
-        store.update_manifest(status=FAILED, error=error, finished_at=time.time())
-        return {"key": key, "status": FAILED, "error": error}
+        store.update_manifest(status=RunStatus.FAILED, error=error, finished_at=time.time())
+        return {"key": key, "status": RunStatus.FAILED, "error": error}
     store.update_manifest(status=status, finished_at=time.time())
     return {"key": key, "status": status, "error": None}

@@ -1,7 +1,7 @@
 """``python -m harness estimate``: what a suite will cost on this machine, measured before it runs.
 
 For every run kind of a suite (an algorithm on a family) the estimate builds the learner exactly as
-``harness.runner.run_learner`` does (its resolved config, the family's spaces, the run's device and
+``harness.run.runner.run_learner`` does (its resolved config, the family's spaces, the run's device and
 ``resources.cpus`` torch threads), times a few training iterations through a sampler that times its
 ``collect`` calls (sampling; the rest of an iteration is updating) and one evaluation by the algorithm's
 protocol on every split the runner evaluates (``test``, ``ood``, the ``train`` sample), then extrapolates
@@ -213,7 +213,7 @@ def trained_kind_key(resolved: Mapping[str, Any], reference: str, family: str, d
 
 @dataclass(frozen=True)
 class TrainedKind:
-    """A trained reference's training (``harness.runner.training``) in the shape of the ``ResolvedAlgorithm``
+    """A trained reference's training (``harness.run.runner.training``) in the shape of the ``ResolvedAlgorithm``
     that ``measure_kind`` times; with ``view`` (its family as the learner sees it) in place of the family's."""
 
     key: str
@@ -249,7 +249,7 @@ def load_cache(path: Path | None = None) -> dict[str, Any]:
 
 def save_cache(entries: Mapping[str, Any], path: Path | None = None) -> None:
     """Add ``entries`` to this host's section of the cache."""
-    from harness.store import write_json
+    from harness.run.store import write_json
 
     path = path or cache_file()
     try:
@@ -395,9 +395,9 @@ def measure_kind(suite: Any, algorithm: Any, family: Any, device: str = "cpu", i
     from algorithms.base import MetaEnvInfo
     from algorithms.registry import learner_class
     from harness import seeding
-    from harness.rollout import Sampler
-    from harness.splits import family_split
-    from harness.store import rows_frame
+    from harness.run.rollout import Sampler
+    from harness.run.store import rows_frame
+    from harness.spec.splits import family_split
 
     clock = clock_for(device)
     root, seed = suite.spec.seed, suite.spec.seeds[0]
@@ -552,9 +552,9 @@ def _time_evaluation(learner: Any, suite: Any, algorithm: Any, family: Any, spli
     its seconds per task; a trial longer than ``eval_steps`` is timed on fewer episodes (as many explored before
     adapting, in proportion) and scaled to the whole trial."""
     from harness import seeding
-    from harness.evaluate import evaluate_learner
-    from harness.rollout import Sampler
-    from harness.splits import train_eval_sample
+    from harness.run.evaluate import evaluate_learner
+    from harness.run.rollout import Sampler
+    from harness.spec.splits import train_eval_sample
 
     clock = clock_for(device)
     root, seed, horizon = suite.spec.seed, suite.spec.seeds[0], family.family.max_episode_steps
@@ -604,7 +604,7 @@ def _time_evaluation(learner: Any, suite: Any, algorithm: Any, family: Any, spli
 
 def measure_reference(suite: Any, key: Any) -> float:
     """CPU seconds of one reference run (one evaluation, its rows written), run whole in a scratch directory."""
-    from harness.runner import run_reference
+    from harness.run.runner import run_reference
 
     with tempfile.TemporaryDirectory() as scratch:
         start = time.process_time()
@@ -616,7 +616,7 @@ def startup_seconds() -> float:
     """CPU seconds a fresh interpreter takes to do what a worker does once, before its first run's own work:
     import the runner, every learner and every family, and build a first optimiser (PyTorch imports its compiler
     then, ~2 s). Drawing the suite's splits comes on top (``estimate_suite``'s ``splits_s``)."""
-    script = ("import torch, harness.runner; from algorithms.registry import BUILTIN_LEARNERS, learner_class; "
+    script = ("import torch, harness.run.runner; from algorithms.registry import BUILTIN_LEARNERS, learner_class; "
               "from harness.tasks.registry import BUILTIN_FAMILIES, family_class; "
               "[learner_class(name) for name in BUILTIN_LEARNERS]; [family_class(name) for name in BUILTIN_FAMILIES]; "
               "torch.optim.Adam([torch.zeros(1, requires_grad=True)])")
@@ -691,9 +691,9 @@ def estimate_suite(suite: Any, workers: int, device: str, iterations: int = 2, c
     splits the first time (every worker does it once too: ML45's take a minute)."""
     import torch
 
-    from harness.runner import is_trained, learner_keys, reference_keys, training
-    from harness.splits import build_splits
-    from harness.store import RunKey
+    from harness.run.runner import is_trained, learner_keys, reference_keys, training
+    from harness.run.store import RunKey
+    from harness.spec.splits import build_splits
 
     resolved = suite.resolved()
     load = os.getloadavg()[0]
@@ -800,7 +800,7 @@ def format_estimate(estimate: SuiteEstimate) -> str:
                       f"{cost.iteration_s:.3g}", f"{100 * run.sampling_s / total:.0f}%",
                       f"{100 * run.updating_s / total:.0f}%", f"{100 * run.evaluating_s / total:.0f}%",
                       format_seconds(run.total_s), format_seconds(run.total_s * k.runs)))
-    from harness.store import REFERENCE_PREFIX
+    from harness.run.store import REFERENCE_PREFIX
 
     trained = sum(k.runs for k in estimate.kinds if k.algorithm.startswith(REFERENCE_PREFIX))
     runs = f"{sum(k.runs for k in estimate.kinds) - trained} learner runs"

@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 from matplotlib import rc_context
 
-from harness import metrics, plots
-from harness.store import REFERENCE_PREFIX
+from harness.analysis import metrics, plots
+from harness.run.store import REFERENCE_PREFIX
 
 
 @dataclass(frozen=True)

@@ -59,10 +59,10 @@ from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Task, TrialBatch
 from algorithms.registry import learner_class
 from harness import seeding
-from harness.rollout import Sampler
+from harness.run.rollout import Sampler
 from harness.tasks import TaskFamily, family_class, make_split
 
-#: Intra-op threads for every measurement: one, as each harness worker (``harness.runner``).
+#: Intra-op threads for every measurement: one, as each harness worker (``harness.run.runner``).
 THREADS = 1
 
 

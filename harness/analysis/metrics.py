@@ -53,7 +53,7 @@ def run_scores(rows: pd.DataFrame, metric: str = "return", episode: Episode = "l
     """Each run's score at each evaluation on each split (test, ood, train).
 
     Args:
-        rows: the tidy results table (``harness.store.load_results``).
+        rows: the tidy results table (``SuiteDir.results``).
         metric: ``"return"`` or ``"success"`` (or any metric name in the rows).
         episode: which episode of each trial counts: ``"last"`` (post-adaptation) or ``"first"``; or
             ``"trial"``: the sum over all the trial's episodes (the RL² paper's total reward of a trial).

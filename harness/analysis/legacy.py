@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.store import DONE, RunKey, RunStore, init_suite_dir
+from harness.run.store import RunKey, RunStatus, RunStore, SuiteDir
 
 STEP_COLUMNS = ("TotalEnvSteps", "Evaluation/TotalEnvSteps")
 RETURN_COLUMNS = ("MetaTest/Average/AverageReturn", "MetaTest/AverageReturn")
@@ -39,7 +39,7 @@ def _first(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
 
 
 def garage_rows(progress_csv: str | Path) -> list[dict[str, Any]]:
-    """Result rows (``harness.store.ROW_COLUMNS``) from a garage/dowel ``progress.csv``.
+    """Result rows (``harness.run.store.ROW_COLUMNS``) from a garage/dowel ``progress.csv``.
 
     Raises:
         ValueError: the file lacks an env-steps column or any meta-test column (the message lists the
@@ -89,14 +89,14 @@ def import_garage(
         raise FileExistsError(
             f"{store.dir} exists; import under another --algorithm name (e.g. {algorithm}-garage) or pass --force"
         )
-    if not (results_dir / "suite.yaml").exists():  # a directory of imported runs only: reportable too
-        init_suite_dir(results_dir, {"name": results_dir.name, "seeds": [], "families": [], "algorithms": []},
+    if not SuiteDir(results_dir).exists():  # a directory of imported runs only: reportable too
+        SuiteDir(results_dir).init({"name": results_dir.name, "seeds": [], "families": [], "algorithms": []},
                        None, {"families": {}, "hash": None})  # fmt: skip
     store.truncate_rows(-1)
     store.append_rows(rows)
     digest = hashlib.sha256(progress_csv.read_bytes()).hexdigest()
     store.update_manifest(
-        status=DONE, source=IMPORTED, imported_from=progress_csv.name, imported_sha256=digest,
+        status=RunStatus.DONE, source=IMPORTED, imported_from=progress_csv.name, imported_sha256=digest,
         imported_at=time.time(), spec_hash=None, tasks_hash=None, commit=None, error=None,
     )  # fmt: skip
     return store, len(rows)

@@ -12,30 +12,14 @@ of the evaluation's own (``generator_for``), never from one the learner trains w
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from algorithms.base import MetaLearner, Policy, Task, TrialBatch
-from harness.rollout import Sampler
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """How one learner's evaluation trials run on one family (DESIGN.md §5).
-
-    Attributes:
-        episodes_per_trial: episodes of one evaluation trial.
-        deterministic: act deterministically (the mode of each action distribution).
-        exploration_episodes: for learners that adapt after exploring, the episodes collected before
-            ``adapt``; ``None`` for in-context learners (the whole trial runs with one policy).
-    """
-
-    episodes_per_trial: int
-    deterministic: bool
-    exploration_episodes: int | None = None
+from harness.run.rollout import Sampler
+from harness.spec.suite import Protocol
 
 
 def _rows(split: str, tasks: Sequence[Task], returns: np.ndarray, lengths: np.ndarray,
