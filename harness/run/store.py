@@ -300,13 +300,14 @@ class SuiteDir:
 
     def copy_to(self, target: SuiteDir) -> int:
         """Copy the spec, splits, manifests and rows to ``target`` (replacing what is there), without checkpoints
-        or timings (start/finish times, ``wall_s``), so that a committed copy changes only with its numbers.
+        or timings (start/finish times, ``wall_s``), so that a committed copy changes only with its numbers; its
+        ``tasks.json`` is written without indentation (half the size: large splits are megabytes).
         Returns the number of runs copied."""
         if target.path.exists():
             shutil.rmtree(target.path)
         target.path.mkdir(parents=True)
         shutil.copy2(self.suite_path, target.suite_path)
-        shutil.copy2(self.tasks_path, target.tasks_path)
+        target.tasks_path.write_text(json.dumps(self.tasks(), sort_keys=True, separators=(",", ":")) + "\n")
         for run_dir in self.run_dirs():
             copy = target.path / run_dir.relative_to(self.path)
             copy.mkdir(parents=True)

@@ -1,0 +1,70 @@
+"""The results directory API: ``SuiteDir`` and ``RunStore`` are the only code that reads or writes one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.run.executors import prepare, run_local
+from harness.run.runner import execute
+from harness.run.store import RunStatus, SuiteDir, SuiteMismatchError
+from harness.spec.splits import build_splits, splits_payload
+from harness.spec.suite import parse_suite
+
+
+def bandit_suite(env_steps: int = 2_000) -> dict[str, Any]:
+    """One small RL² run on 3-arm bandits: 1000 env steps per iteration, a checkpoint every iteration."""
+    return {
+        "name": "store", "seeds": [0], "references": False,
+        "families": [{"name": "bandit", "params": {"arms": 3, "pulls": 10}, "split": {"train": 100, "test": 20},
+                      "tasks_per_iteration": 100}],
+        "algorithms": [{"name": "rl2", "config": {"hidden_size": 8}}],
+        "budget": {"env_steps": env_steps},
+        "evaluation": {"every_env_steps": 2_000, "train_tasks": 0},
+        "execution": {"checkpoint_every_iterations": 1},
+    }  # fmt: skip
+
+
+def test_a_worker_refuses_a_suite_other_than_the_results_directorys_and_touches_nothing(tmp_path: Path) -> None:
+    [context] = prepare(parse_suite(bandit_suite(env_steps=2_000)), tmp_path, retry_failed=False)
+    other = parse_suite(bandit_suite(env_steps=4_000))
+    assert other.spec_hash != context.spec_hash
+    outcome = execute(dataclasses.replace(context, suite=other))
+    assert outcome["status"] == RunStatus.FAILED
+    assert f"holds spec {context.spec_hash}, this worker's suite is {other.spec_hash}" in outcome["error"]
+    assert not SuiteDir(tmp_path).run_dirs()  # no manifest, no rows: the run directory was not touched
+    assert execute(context)["status"] == RunStatus.DONE  # the driver's own suite runs
+
+
+def test_init_refuses_another_spec_or_split(tmp_path: Path) -> None:
+    suite = parse_suite(bandit_suite())
+    payload = splits_payload(suite, build_splits(suite))
+    suite_dir = SuiteDir(tmp_path / "r")
+    suite_dir.init(suite.resolved(), suite.spec_hash, payload)
+    suite_dir.init(suite.resolved(), suite.spec_hash, payload)  # the same suite again: resumable
+    assert (suite_dir.spec_hash(), suite_dir.tasks_hash()) == (suite.spec_hash, payload["hash"])
+    with pytest.raises(SuiteMismatchError, match="holds results of another spec"):
+        suite_dir.init(suite.resolved(), "0" * 16, payload)
+    with pytest.raises(SuiteMismatchError, match="holds results for other task splits"):
+        suite_dir.init(suite.resolved(), suite.spec_hash, {**payload, "hash": "other"})
+
+
+def test_copy_to_keeps_the_numbers_and_drops_checkpoints_and_timings(tmp_path: Path) -> None:
+    source = SuiteDir(tmp_path / "run")
+    assert run_local(parse_suite(bandit_suite(env_steps=4_000)), source.path, workers=1).ok
+    assert list(source.path.glob("runs/**/checkpoint.pt"))
+    target = SuiteDir(tmp_path / "copy")
+    assert source.copy_to(target) == len(source.run_dirs())
+    assert not list(target.path.glob("runs/**/checkpoint.pt"))
+    assert (target.spec_hash(), target.tasks_hash()) == (source.spec_hash(), source.tasks_hash())
+    assert target.tasks() == source.tasks() and "\n" not in target.tasks_path.read_text().strip()
+    copied, original = target.results(), source.results()
+    assert (copied["wall_s"] == 0).all()
+    assert copied.drop(columns="wall_s").equals(original.drop(columns="wall_s"))
+    [manifest] = target.manifests()
+    assert manifest["status"] == RunStatus.DONE and not {"started_at", "finished_at", "updated_at"} & set(manifest)
+    assert json.loads((target.run_dirs()[0] / "manifest.json").read_text())["status"] == "done"  # plain text
