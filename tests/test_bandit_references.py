@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from algorithms.base import Task
-from harness.references.bandit import _UCB1, _BayesOptimal, _Thompson, bayes_optimal_value
+from harness.references.bandit import UCB1, BayesOptimal, Thompson, bayes_optimal_value
 from harness.references.bandit_paper import (
     EPSILON_GRID,
     UCB_EXPLORATION_GRID,
@@ -225,13 +225,13 @@ def test_discounted_gittins_index_is_the_reward_rate_of_its_stopping_rule() -> N
 def test_gittins_policy_is_nearly_bayes_optimal(arms: int, horizon: int) -> None:
     optimal = bayes_optimal_value(arms, horizon)
     # The evaluator is exact: it reproduces the DP's value for the DP's own policy.
-    assert _exact_expected_total(_BayesOptimal(2**horizon, arms, horizon), arms, horizon) == pytest.approx(
+    assert _exact_expected_total(BayesOptimal(2**horizon, arms, horizon), arms, horizon) == pytest.approx(
         optimal, abs=1e-9)
     gittins = _exact_expected_total(_Gittins(2**horizon, arms, horizon), arms, horizon)
     assert optimal + 1e-9 >= gittins >= 0.99 * optimal  # measured: 6.0215 of 6.0218 (k=2), equal (k=5)
     # Thompson sampling: Monte Carlo over 20,000 tasks (~5.83 for k=5, SE ~0.02); Gittins is well above it.
     means = _rng(arms).uniform(size=(20_000, arms))
-    thompson = simulate_bandit(_Thompson(20_000, arms, _rng(1)), means, horizon, _rng(2))
+    thompson = simulate_bandit(Thompson(20_000, arms, _rng(1)), means, horizon, _rng(2))
     assert gittins > thompson.mean() + 4 * thompson.std() / math.sqrt(len(thompson)) + 0.1
 
 
@@ -264,7 +264,7 @@ def test_ucb1_scaled_by_hand() -> None:
 def test_ucb1_scaled_with_sqrt2_is_textbook_ucb1() -> None:
     n, arms, horizon = 256, 4, 60
     means, env = _rng(3).uniform(size=(n, arms)), _rng(4)
-    ours, textbook = _UCB1Scaled(n, arms, math.sqrt(2.0)), _UCB1(n, arms)
+    ours, textbook = _UCB1Scaled(n, arms, math.sqrt(2.0)), UCB1(n, arms)
     for policy in (ours, textbook):
         policy.reset(np.ones(n, bool))
     prev_action, prev_reward = np.zeros(n, np.int64), np.zeros(n, np.float32)

@@ -13,7 +13,7 @@ import pytest
 
 from algorithms.base import Task
 from harness.references import tabular_mdp_paper as mdp_references
-from harness.references.tabular_mdp import _PSRL, _OptimalTabular, _RandomAction, finite_horizon_q_values
+from harness.references.tabular_mdp import PSRL, OptimalTabular, RandomAction, finite_horizon_q_values
 from harness.references.tabular_mdp_paper import (
     UCRL2,
     EpsilonGreedy,
@@ -175,12 +175,12 @@ def test_empirical_mdp_rebuilds_the_history_from_the_sampler_inputs(unseen_rewar
 
 def test_opsrl_with_one_sample_is_psrl_and_more_samples_are_more_optimistic() -> None:
     transitions, reward_means = mdp_tables(_tasks(_family(), 20, seed=5))
-    psrl, opsrl = _PSRL(20, PARAMS, _rng(6)), OptimisticPSRL(20, PARAMS, _rng(6), samples=1)
+    psrl, opsrl = PSRL(20, PARAMS, _rng(6)), OptimisticPSRL(20, PARAMS, _rng(6), samples=1)
     totals = [simulate_mdp(policy, transitions, reward_means, PARAMS, 5, _rng(7)) for policy in (psrl, opsrl)]
     np.testing.assert_array_equal(totals[0], totals[1])
     np.testing.assert_array_equal(psrl.q, opsrl.q)
     # K = 10: the first of its draws is PSRL's, so its first plan is at least PSRL's everywhere.
-    psrl, opsrl = _PSRL(20, PARAMS, _rng(6)), OptimisticPSRL(20, PARAMS, _rng(6))
+    psrl, opsrl = PSRL(20, PARAMS, _rng(6)), OptimisticPSRL(20, PARAMS, _rng(6))
     for policy in (psrl, opsrl):
         policy.reset(np.ones(20, bool))
         policy.act(np.eye(10, dtype=np.float32)[np.zeros(20, int)], np.zeros(20, np.int64), np.zeros(20, np.float32),
@@ -244,8 +244,8 @@ def test_simulator_and_sampler_agree_on_psrl_in_distribution() -> None:
     family = _family()
     tasks = _tasks(family, 100, seed=12)
     transitions, reward_means = mdp_tables(tasks)
-    batch = Sampler(family, _rng(13)).collect(_PSRL(100, PARAMS, _rng(14)), tasks, 5)
-    simulated = simulate_mdp(_PSRL(100, PARAMS, _rng(15)), transitions, reward_means, PARAMS, 5, _rng(16))
+    batch = Sampler(family, _rng(13)).collect(PSRL(100, PARAMS, _rng(14)), tasks, 5)
+    simulated = simulate_mdp(PSRL(100, PARAMS, _rng(15)), transitions, reward_means, PARAMS, 5, _rng(16))
     difference = simulated - batch.episode_returns.sum(axis=1)
     assert abs(difference.mean()) <= 4 * _standard_error(difference), difference.mean()
 
@@ -253,7 +253,7 @@ def test_simulator_and_sampler_agree_on_psrl_in_distribution() -> None:
 def test_tuning_uses_common_random_numbers_and_picks_the_best() -> None:
     transitions, reward_means = mdp_tables(_tasks(_family(), 40, seed=17))
     # A policy that ignores the value sees the same streams for every candidate: identical scores.
-    best, scores = tune_mdp_parameter(lambda value, n, rng: _RandomAction(n, PARAMS.actions, rng), [0.1, 0.2, 0.3],
+    best, scores = tune_mdp_parameter(lambda value, n, rng: RandomAction(n, PARAMS.actions, rng), [0.1, 0.2, 0.3],
                                       transitions, reward_means, PARAMS, 3, _rng(18))
     assert len(set(scores.values())) == 1 and best == 0.1  # ties: the first
     # ε = 1 acts at random and earns the prior's mean reward; greedy earns more.
@@ -274,13 +274,13 @@ def test_reference_ordering_on_random_mdps() -> None:
     tasks = 100
     transitions, reward_means = mdp_tables(_tasks(_family(), tasks, seed=19))
     makers = {
-        "random": lambda rng: _RandomAction(tasks, PARAMS.actions, rng),
-        "psrl": lambda rng: _PSRL(tasks, PARAMS, rng),
+        "random": lambda rng: RandomAction(tasks, PARAMS.actions, rng),
+        "psrl": lambda rng: PSRL(tasks, PARAMS, rng),
         "opsrl": lambda rng: OptimisticPSRL(tasks, PARAMS, rng),
         "ucrl2": lambda rng: UCRL2(tasks, PARAMS, scale=0.05),
         "epsilon_greedy": lambda rng: EpsilonGreedy(tasks, PARAMS, 0.05, rng),
         "greedy": lambda rng: EpsilonGreedy(tasks, PARAMS, 0.0, rng),
-        "oracle": lambda rng: _OptimalTabular(transitions, reward_means, PARAMS.episode_steps),
+        "oracle": lambda rng: OptimalTabular(transitions, reward_means, PARAMS.episode_steps),
     }
     totals = {name: simulate_mdp(make(_rng(20)), transitions, reward_means, PARAMS, 10, _rng(21))
               for name, make in makers.items()}

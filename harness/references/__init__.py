@@ -24,24 +24,24 @@ import numpy as np
 
 from algorithms.base import Policy, Task
 from harness.references.bandit import (
-    _UCB1,
-    _BayesOptimal,
-    _OracleArm,
-    _RandomArm,
-    _Thompson,
+    UCB1,
+    BayesOptimal,
+    OracleArm,
+    RandomArm,
+    Thompson,
     bayes_optimal_feasible,
 )
 from harness.references.bandit_paper import bandit_paper_references
 from harness.references.base import (
     TRAINED_REFERENCE_LEARNER,
+    DeferredReference,
+    FactoryReference,
     Reference,
     TrainedReference,
-    _Deferred,
-    _Reference,
-    _UniformActions,
+    UniformActions,
 )
-from harness.references.point_nav import _GoTo, _RandomMove, non_adaptive_target
-from harness.references.tabular_mdp import _PSRL, _OptimalTabular, _RandomAction
+from harness.references.point_nav import GoTo, RandomMove, non_adaptive_target
+from harness.references.tabular_mdp import PSRL, OptimalTabular, RandomAction
 from harness.references.tabular_mdp_paper import TUNING_TASKS, mdp_paper_references, mdp_tables
 from harness.tasks.bandit import BanditParams
 from harness.tasks.base import TaskFamily
@@ -58,10 +58,10 @@ def _generic_references(family: TaskFamily) -> dict[str, Reference]:
     if not isinstance(family, TaskFamily):
         return {}
     def random_actions(tasks: Sequence[Task], e: int, rng: np.random.Generator) -> Policy:
-        return _UniformActions(family.make_env().action_space, len(tasks), rng)
+        return UniformActions(family.make_env().action_space, len(tasks), rng)
 
     refs: list[Reference] = [
-        _Reference("random", "uniformly random actions from the action space", random_actions, standard=False),
+        FactoryReference("random", "uniformly random actions from the action space", random_actions, standard=False),
         TrainedReference("multitask", "PPO with an MLP trained on the training tasks, not told the task "
                                       "(trained in the suite: reference_training)", told=False),
     ]
@@ -122,21 +122,21 @@ def _bandit_references(family: TaskFamily, episodes_per_trial: int, train_tasks:
         return np.array([task.params["means"] for task in tasks], np.float64)  # [N, arms]
 
     refs: list[Reference] = [
-        _Reference("random", "uniformly random arm", lambda tasks, e, rng: _RandomArm(len(tasks), arms, rng)),
-        _Reference(
+        FactoryReference("random", "uniformly random arm", lambda tasks, e, rng: RandomArm(len(tasks), arms, rng)),
+        FactoryReference(
             "ucb1",
             "UCB1 (Auer et al. 2002): each arm once, then mean + sqrt(2 ln t / n_a)",
-            lambda tasks, e, rng: _UCB1(len(tasks), arms),
+            lambda tasks, e, rng: UCB1(len(tasks), arms),
         ),
-        _Reference(
+        FactoryReference(
             "thompson",
             "Thompson sampling, Beta(1, 1) priors",
-            lambda tasks, e, rng: _Thompson(len(tasks), arms, rng),
+            lambda tasks, e, rng: Thompson(len(tasks), arms, rng),
         ),
-        _Reference(
+        FactoryReference(
             "oracle",
             "told the task: always the arm with the highest mean",
-            lambda tasks, e, rng: _OracleArm(means(tasks)),
+            lambda tasks, e, rng: OracleArm(means(tasks)),
         ),
     ]
     # Offered where the DP for the whole trial is small; policy() still raises for a longer trial.
@@ -144,10 +144,10 @@ def _bandit_references(family: TaskFamily, episodes_per_trial: int, train_tasks:
         low, high = params.mean_range
         caveat = "" if (low, high) == (0.0, 1.0) else f" (not optimal here: means ~ U({low}, {high}))"
         refs.append(
-            _Reference(
+            FactoryReference(
                 "bayes_optimal",
                 f"Bayes-optimal: exact DP over Beta(1, 1) posteriors for the trial; assumes means ~ U(0, 1){caveat}",
-                lambda tasks, e, rng: _BayesOptimal(len(tasks), arms, e * pulls),
+                lambda tasks, e, rng: BayesOptimal(len(tasks), arms, e * pulls),
             )
         )
     # The RL² paper's other baselines (Table 1), run when a suite names them; UCB1's c and ε are tuned on the
@@ -168,7 +168,7 @@ def _bandit_references(family: TaskFamily, episodes_per_trial: int, train_tasks:
         "epsilon_greedy": "ε-greedy with ε tuned on the training split; else the best empirical mean (untried: 0.5)",
         "greedy": "greedy: the best empirical mean (untried: 0.5)",
     }
-    refs += [_Deferred(name, description, build) for name, description in paper.items()]
+    refs += [DeferredReference(name, description, build) for name, description in paper.items()]
     return {ref.name: ref for ref in refs}
 
 
@@ -181,7 +181,7 @@ def _paper_bandit_references(arms: int, horizon: int, train_tasks: Sequence[Task
     training tasks' arm means (or on means drawn from U(0, 1) where none are given), as ``Reference``s."""
     means = np.array([task.params["means"] for task in train_tasks], np.float64) if train_tasks else None
     built = bandit_paper_references(arms, horizon, means)
-    return {name: _Reference(name, ref.description, lambda tasks, e, rng, make=ref.make: make(len(tasks), rng),
+    return {name: FactoryReference(name, ref.description, lambda tasks, e, rng, make=ref.make: make(len(tasks), rng),
                              standard=False)
             for name, ref in built.items()}
 
@@ -198,16 +198,16 @@ def _point_nav_references(family: TaskFamily, episodes_per_trial: int, train_tas
         return np.tile(non_adaptive_target(family), (len(tasks), 1))  # [N, 2]
 
     refs: list[Reference] = [
-        _Reference("random", "uniform actions in [-1, 1]^2", lambda tasks, e, rng: _RandomMove(len(tasks), rng)),
-        _Reference(
+        FactoryReference("random", "uniform actions in [-1, 1]^2", lambda tasks, e, rng: RandomMove(len(tasks), rng)),
+        FactoryReference(
             "oracle",
             "told the goal: reaches it in the fewest steps (full speed per axis), then stays",
-            lambda tasks, e, rng: _GoTo(goals(tasks), step_size),
+            lambda tasks, e, rng: GoTo(goals(tasks), step_size),
         ),
-        _Reference(
+        FactoryReference(
             "non_adaptive",
             "ignores task and reward: goes to the point best on average over training goals, then stays",
-            lambda tasks, e, rng: _GoTo(fixed_target(tasks), step_size),
+            lambda tasks, e, rng: GoTo(fixed_target(tasks), step_size),
         ),
     ]
     return {ref.name: ref for ref in refs}
@@ -224,19 +224,19 @@ def _tabular_mdp_references(family: TaskFamily, episodes_per_trial: int, train_t
         return transitions, reward_means
 
     refs: list[Reference] = [
-        _Reference(
-            "random", "uniformly random action", lambda tasks, e, rng: _RandomAction(len(tasks), params.actions, rng)
+        FactoryReference(
+            "random", "uniformly random action", lambda tasks, e, rng: RandomAction(len(tasks), params.actions, rng)
         ),
-        _Reference(
+        FactoryReference(
             "psrl",
             "PSRL (Osband et al. 2013): an MDP drawn from the posterior under the family's prior at each episode "
             "start, followed optimally",
-            lambda tasks, e, rng: _PSRL(len(tasks), params, rng),
+            lambda tasks, e, rng: PSRL(len(tasks), params, rng),
         ),
-        _Reference(
+        FactoryReference(
             "oracle",
             "told the task: the optimal policy of the true MDP (finite-horizon value iteration)",
-            lambda tasks, e, rng: _OptimalTabular(*tables(tasks), horizon),
+            lambda tasks, e, rng: OptimalTabular(*tables(tasks), horizon),
         ),
     ]
     # The RL² paper's other baselines (Table 2), run when a suite names them; UCRL2's width scale and ε are
@@ -257,7 +257,7 @@ def _tabular_mdp_references(family: TaskFamily, episodes_per_trial: int, train_t
                           "split",
         "greedy": "greedy: the optimal plan of the empirical MDP, replanned at each episode start",
     }
-    refs += [_Deferred(name, description, build) for name, description in paper.items()]
+    refs += [DeferredReference(name, description, build) for name, description in paper.items()]
     return {ref.name: ref for ref in refs}
 
 

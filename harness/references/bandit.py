@@ -10,7 +10,7 @@ import functools
 import numpy as np
 
 
-class _BanditPolicy:
+class BanditPolicy:
     """Per-environment Beta posterior counts rebuilt from ``prev_action``/``prev_reward``.
 
     Subclasses implement ``_choose``. ``successes``/``failures`` are ``[N, arms]`` int64 and count the
@@ -52,7 +52,7 @@ class _BanditPolicy:
         raise NotImplementedError
 
 
-class _RandomArm(_BanditPolicy):
+class RandomArm(BanditPolicy):
     def __init__(self, num_envs: int, arms: int, rng: np.random.Generator) -> None:
         super().__init__(num_envs, arms)
         self.rng = rng
@@ -61,7 +61,7 @@ class _RandomArm(_BanditPolicy):
         return self.rng.integers(0, self.arms, len(self.successes), dtype=np.int64)
 
 
-class _OracleArm(_BanditPolicy):
+class OracleArm(BanditPolicy):
     """Always the arm with the highest true mean (told the task)."""
 
     def __init__(self, means: np.ndarray) -> None:
@@ -72,7 +72,7 @@ class _OracleArm(_BanditPolicy):
         return self.best.copy()
 
 
-class _UCB1(_BanditPolicy):
+class UCB1(BanditPolicy):
     """UCB1 (Auer, Cesa-Bianchi & Fischer 2002, Fig. 1): each arm once, then argmax mean + sqrt(2 ln t / n_a)."""
 
     def _choose(self) -> np.ndarray:
@@ -85,7 +85,7 @@ class _UCB1(_BanditPolicy):
         return np.argmax(bound, axis=1).astype(np.int64)
 
 
-class _Thompson(_BanditPolicy):
+class Thompson(BanditPolicy):
     """Thompson sampling with Beta(1, 1) priors: one posterior draw per arm, play the largest."""
 
     def __init__(self, num_envs: int, arms: int, rng: np.random.Generator) -> None:
@@ -230,7 +230,7 @@ def bayes_optimal_value(arms: int, horizon: int) -> float:
     return _solved_dp(arms, horizon).value((0,) * arms)
 
 
-class _BayesOptimal(_BanditPolicy):
+class BayesOptimal(BanditPolicy):
     """Plays an optimal arm of the solved DP; among optimal arms, the lowest index."""
 
     def __init__(self, num_envs: int, arms: int, horizon: int) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from algorithms.base import Policy
-from harness.references.bandit import _BanditPolicy
+from harness.references.bandit import BanditPolicy
 from harness.references.base import tune_by_grid
 
 # --- Gittins index: finite horizon ----------------------------------------------------------------
@@ -156,7 +156,7 @@ def _gittins_table(horizon: int, grid_points: int) -> GittinsTable:
     return GittinsTable(horizon, grid_points, max_error, values, offsets)
 
 
-class _Gittins(_BanditPolicy):
+class _Gittins(BanditPolicy):
     """Finite-horizon Gittins index policy: the arm whose index for the pulls left in the trial is highest,
     lowest index on ties. Not Bayes-optimal for k >= 2 arms at a finite horizon, but close (within ~1%)."""
 
@@ -212,7 +212,7 @@ def gittins_index_discounted(
 # --- UCB1 with an exploration constant, ε-greedy ---------------------------------------------------
 
 
-class _UCB1Scaled(_BanditPolicy):
+class _UCB1Scaled(BanditPolicy):
     """UCB1 with exploration constant c: each arm once (lowest index first), then argmax of
     ``mean + c sqrt(ln t / n_a)``. c = sqrt(2) is textbook UCB1 (Auer et al. 2002); the RL² paper tuned c.
     Not Auer et al.'s "UCB1-Tuned", which scales the bonus by a variance estimate."""
@@ -232,7 +232,7 @@ class _UCB1Scaled(_BanditPolicy):
         return np.argmax(bound, axis=1).astype(np.int64)
 
 
-class _EpsilonGreedy(_BanditPolicy):
+class _EpsilonGreedy(BanditPolicy):
     """With probability ε a uniformly random arm, else the highest empirical mean (lowest index on ties).
 
     An untried arm counts as the prior mean 0.5 instead of being played first: with k = 50 arms and

@@ -37,7 +37,7 @@ PolicyFactory = Callable[[Sequence[Task], int, np.random.Generator], Policy]
 
 
 @dataclass(frozen=True)
-class _Reference:
+class FactoryReference:
     """A ``Reference`` built from a policy factory; ``standard``: evaluated on the family unless a suite's
     family entry names its own ``references`` (the others are offered, run only when named)."""
 
@@ -55,7 +55,7 @@ class _Reference:
 
 
 @dataclass(frozen=True)
-class _Deferred:
+class DeferredReference:
     """An offered reference whose policies come from references built on first use: those that tune a
     parameter on the training split (seconds to a minute), which listing, validating and counting the runs
     of a suite never pay for. ``build`` returns the built references by name (and caches them)."""
@@ -91,7 +91,7 @@ TRAINED_REFERENCE_LEARNER = "mlp_ppo"
 
 
 
-class _UniformActions:
+class UniformActions:
     """Uniformly random actions of any ``Discrete`` or bounded ``Box`` action space."""
 
     def __init__(self, space: object, num_envs: int, rng: np.random.Generator) -> None:

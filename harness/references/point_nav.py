@@ -12,7 +12,7 @@ from harness.tasks.base import TaskFamily
 from harness.tasks.point_nav import PointNavFamily, PointNavParams
 
 
-class _RandomMove:
+class RandomMove:
     """Uniform actions in [-1, 1]^2."""
 
     def __init__(self, num_envs: int, rng: np.random.Generator) -> None:
@@ -33,7 +33,7 @@ class _RandomMove:
         return self.rng.uniform(-1.0, 1.0, (self.num_envs, 2)).astype(np.float32)
 
 
-class _GoTo:
+class GoTo:
     """Moves each environment's point to its target in the fewest steps, then stays there.
 
     The move ``step_size * clip((target - p) / step_size)`` is the point of the reachable box nearest the

@@ -37,7 +37,7 @@ def finite_horizon_q_values(transitions: np.ndarray, reward_means: np.ndarray, h
     return q
 
 
-class _TabularPolicy:
+class TabularPolicy:
     """Tracks each environment's state (its one-hot observation) and step within the episode.
 
     Subclasses implement ``_choose`` and may implement ``_observe``, which receives the previous step's
@@ -89,7 +89,7 @@ class _TabularPolicy:
         raise NotImplementedError
 
 
-class _RandomAction:
+class RandomAction:
     """Uniformly random actions."""
 
     def __init__(self, num_envs: int, actions: int, rng: np.random.Generator) -> None:
@@ -110,7 +110,7 @@ class _RandomAction:
         return self.rng.integers(0, self.actions, self.num_envs, dtype=np.int64)
 
 
-class _OptimalTabular(_TabularPolicy):
+class OptimalTabular(TabularPolicy):
     """The optimal policy of each environment's true MDP (told the task): argmax of ``Q_t(s, .)``, first on ties.
 
     Args:
@@ -127,7 +127,7 @@ class _OptimalTabular(_TabularPolicy):
         return np.argmax(self.q[np.arange(len(states)), steps, states], axis=1).astype(np.int64)
 
 
-class _CountingTabular(_TabularPolicy):
+class CountingTabular(TabularPolicy):
     """The trial's counts per environment, and a plan ``q: [N, H, S, A]`` for subclasses to fill.
 
     ``visits`` counts every step of ``(s, a)`` (its reward was seen), ``reward_sums`` their rewards, and
@@ -159,7 +159,7 @@ class _CountingTabular(_TabularPolicy):
         self.transition_counts[rows[moved], states[moved], actions[moved], next_states[moved]] += 1
 
 
-class _PSRL(_CountingTabular):
+class PSRL(CountingTabular):
     """Posterior sampling for RL (Strens 2000; Osband, Russo & Van Roy 2013), one of the RL² paper's references.
 
     The prior is the family's own: ``P(.|s, a) ~ Dirichlet(dirichlet_concentration)``, ``mu(s, a) ~

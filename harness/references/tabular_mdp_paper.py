@@ -12,7 +12,7 @@ where the literature leaves a choice open these agents follow TabulaRL's (descri
 says where, and where it departs.
 
 Every policy here plans at each episode start and then follows its plan's ``Q_t(s, .)`` (first action on
-ties) for the episode, like ``_PSRL``. The harness wires the references in with ``mdp_paper_references``.
+ties) for the episode, like ``PSRL``. The harness wires the references in with ``mdp_paper_references``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import numpy as np
 
 from algorithms.base import Policy, Task
 from harness import seeding
-from harness.references.base import Reference, _Reference, tune_by_grid
-from harness.references.tabular_mdp import _PSRL, _CountingTabular, finite_horizon_q_values
+from harness.references.base import FactoryReference, Reference, tune_by_grid
+from harness.references.tabular_mdp import PSRL, CountingTabular, finite_horizon_q_values
 from harness.tasks.tabular_mdp import TabularMDPFamily, TabularMDPParams
 
 #: Posterior draws per episode of OPSRL (TabulaRL's ``OptimisticPSRL`` default, ``nSamp=10``).
@@ -54,8 +54,8 @@ def _greedy_actions(q: np.ndarray, states: np.ndarray, steps: np.ndarray) -> np.
     return np.argmax(values >= values.max(axis=1, keepdims=True) - _TIE_TOLERANCE, axis=1).astype(np.int64)
 
 
-class _EmpiricalPolicy(_CountingTabular):
-    """The trial's counts (``_CountingTabular``) and a plan ``q`` made at each episode start by ``_plan``.
+class _EmpiricalPolicy(CountingTabular):
+    """The trial's counts (``CountingTabular``) and a plan ``q`` made at each episode start by ``_plan``.
 
     ``unseen_reward``: the mean reward ``empirical_mdp`` gives a pair never tried (None: the prior's mean).
     """
@@ -94,10 +94,10 @@ class _EmpiricalPolicy(_CountingTabular):
 # --- OPSRL ----------------------------------------------------------------------------------------
 
 
-class OptimisticPSRL(_PSRL):
+class OptimisticPSRL(PSRL):
     """Optimistic PSRL (OPSRL), a column of the RL² paper's Table 2, which cites Osband & Van Roy 2016 for it.
 
-    At each episode start it draws ``samples`` MDPs from ``_PSRL``'s posterior (the family's own prior),
+    At each episode start it draws ``samples`` MDPs from ``PSRL``'s posterior (the family's own prior),
     solves each by finite-horizon value iteration, and acts greedily on the elementwise maximum of their
     action values, ``Q_t(s, a) = max_k Q^k_t(s, a)``: the definition of ``OptimisticPSRL`` in TabulaRL
     (default ``nSamp=10``), whose parameters the RL² paper's MDPs use. ``samples=1`` is PSRL, draw for draw.
@@ -408,24 +408,24 @@ def mdp_paper_references(params: TabularMDPParams, episodes: int,
     epsilon = tune(lambda value, n, rng: EpsilonGreedy(n, params, value, rng, unseen_reward), EPSILON_GRID,
                    "epsilon_greedy")
     refs = [
-        _Reference(
+        FactoryReference(
             "opsrl",
             f"OPSRL (Osband & Van Roy 2016, TabulaRL): the max of {OPSRL_SAMPLES} posterior MDPs' Q-values, "
             "redrawn at each episode start",
             lambda tasks, e, rng: OptimisticPSRL(len(tasks), params, rng),
         ),
-        _Reference(
+        FactoryReference(
             "ucrl2",
             f"UCRL2 (Jaksch et al. 2010), episodic: extended value iteration, confidence widths ×{scale:g} "
             f"(tuned for {episodes} episodes)",
             lambda tasks, e, rng: UCRL2(len(tasks), params, scale, unseen_reward=unseen_reward),
         ),
-        _Reference(
+        FactoryReference(
             "epsilon_greedy",
             f"ε-greedy, ε = {epsilon:g} (tuned for {episodes} episodes), on the empirical MDP replanned each episode",
             lambda tasks, e, rng: EpsilonGreedy(len(tasks), params, epsilon, rng, unseen_reward),
         ),
-        _Reference(
+        FactoryReference(
             "greedy",
             "greedy: the optimal plan of the empirical MDP, replanned at each episode start",
             lambda tasks, e, rng: EpsilonGreedy(len(tasks), params, 0.0, rng, unseen_reward),
