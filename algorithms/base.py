@@ -7,9 +7,10 @@ every learner implements `MetaLearner` and hands out `Policy` objects, and its c
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
@@ -130,7 +131,7 @@ class Policy(Protocol):
 
 
 class Sampler(Protocol):
-    """Runs trials; implemented by ``harness.rollout``. It counts the env steps it takes."""
+    """Runs trials; implemented by ``harness.run.rollout``. It counts the env steps it takes."""
 
     def collect(
         self,
@@ -211,3 +212,15 @@ def check(condition: bool, field: str, reason: str) -> None:
     """Raise ``ValueError("field: reason")`` unless ``condition``; used in configs' ``__post_init__``."""
     if not condition:
         raise ValueError(f"{field}: {reason}")
+
+
+def check_choices(config: Any) -> None:
+    """``check`` every field of the dataclass ``config`` typed as a ``Literal`` against the values it allows.
+
+    Suites reach a config through ``harness.spec``, which validates every field against its type; this
+    keeps a config built in code (a preset, a test, a benchmark) from running with a misspelt option.
+    """
+    for name, hint in typing.get_type_hints(type(config)).items():
+        if typing.get_origin(hint) is Literal:
+            allowed = typing.get_args(hint)
+            check(getattr(config, name) in allowed, name, f"must be one of {', '.join(allowed)}")

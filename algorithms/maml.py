@@ -36,7 +36,8 @@ Batching: per-task parameters are stacked (``[N, ...]`` per tensor) and the poli
 at once through ``torch.func.vmap`` over ``torch.func.functional_call``. The per-task inner gradients
 come from one backward pass w.r.t. θ expanded to ``[N, ...]`` (task ``i``'s loss depends only on row
 ``i``). Adapted parameters live in explicit dicts; adaptation never overwrites the module's parameters
-(garage issue #1269) — only the outer step does.
+(garage issue #1269) — only the outer step does. The policy as a function of such dicts, and the policy
+object that acts with them, are in ``algorithms.maml_policy``; the TRPO step in ``algorithms.trpo``.
 
 Randomness: a policy draws its action noise from the generator it was built with — the learner's
 training generator for training, the evaluation's own for ``exploration_policy(generator)`` — and
@@ -46,29 +47,42 @@ advances the training generator (``algorithms/base.py``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, get_args
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
-import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
-from algorithms.heads import sample_action
-from algorithms.ppo import fit_linear_baseline, gae, ppo_loss
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, check_choices
+from algorithms.common import build_seeded, learner_state, load_learner_state, tensor_on, torch_seeds
+from algorithms.maml_policy import (
+    ActionNormalization,
+    MAMLPolicy,
+    Params,
+    PolicyNet,
+    log_prob_from,
+    log_prob_of,
+    outputs_and_tangents,
+    policy_outputs,
+    stack,
+)
+from algorithms.ppo import (
+    clipped_surrogate,
+    episode_cuts,
+    fit_linear_baseline,
+    gae,
+    normalise_advantages,
+    steps_since_start,
+)
+from algorithms.trpo import Linearisation, trpo_step
 
 OuterStep = Literal["trpo", "ppo"]
 InnerObjective = Literal["log_likelihood", "likelihood_ratio"]
 InnerBatch = Literal["task", "trial"]
-Params = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
@@ -135,9 +149,7 @@ class Config:
         for name in ("discount", "gae_lambda"):
             check(0 <= getattr(self, name) <= 1, name, "must be in [0, 1]")
         check(0 < self.backtrack_ratio < 1, "backtrack_ratio", "must be in (0, 1)")
-        for name, kind in (("outer", OuterStep), ("inner_objective", InnerObjective), ("inner_batch", InnerBatch)):
-            allowed = get_args(kind)
-            check(getattr(self, name) in allowed, name, f"must be one of {', '.join(allowed)}")
+        check_choices(self)
         scale = self.action_normalization_scale
         check(scale is None or (math.isfinite(scale) and scale > 0), "action_normalization_scale",
               "must be a finite number > 0, or null for raw actions")
@@ -178,220 +190,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# --- networks ------------------------------------------------------------------------------------
-
-
-class PolicyNet(nn.Module):
-    """MLP (tanh hidden layers) to a Gaussian mean with a state-independent learned log-std (``Box``), or
-    to categorical logits (``Discrete``)."""
-
-    def __init__(self, obs_dim: int, action_space: gym.Space, hidden_sizes: Sequence[int], init_std: float) -> None:
-        super().__init__()
-        if not isinstance(action_space, gym.spaces.Box | gym.spaces.Discrete):
-            raise TypeError(f"MAML supports Box and Discrete action spaces, not {action_space}")
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))  # type: ignore[attr-defined]
-        layers: list[nn.Module] = []
-        width = obs_dim
-        for hidden in hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.Tanh()]
-            width = hidden
-        layers.append(nn.Linear(width, self.action_dim))
-        self.body = nn.Sequential(*layers)
-        if not self.discrete:
-            self.log_std = nn.Parameter(torch.full((self.action_dim,), math.log(init_std)))
-
-    def forward(self, obs: Tensor) -> Tensor:
-        """Mean or logits ``[..., action_dim]`` of observations ``[..., obs_dim]``."""
-        return self.body(obs)
-
-    def forward_with(self, params: Params, obs: Tensor) -> Tensor:
-        """``forward`` with ``params`` (shaped as the module's own) in place of the module's parameters.
-
-        The ops ``functional_call(self, params, (obs,))`` runs, without swapping tensors into the module
-        (~0.2 ms a call, as much as the MLP itself on a batch of 20 observations).
-        """
-        x = obs
-        for name, layer in self.body.named_children():
-            linear = isinstance(layer, nn.Linear)
-            x = F.linear(x, params[f"body.{name}.weight"], params[f"body.{name}.bias"]) if linear else torch.tanh(x)
-        return x
-
-    def forward_stacked(self, params: Params, obs: Tensor) -> Tensor:
-        """One step under per-task parameters: ``obs [N, obs_dim]``, ``params`` stacked ``[N, ...]`` → ``[N, A]``.
-
-        Equal, bit for bit, to ``policy_outputs(self, params, obs.unsqueeze(1))[0][:, 0]``: under ``vmap``
-        each ``F.linear`` dispatches ``matmul(x, W.transpose(1, 2))`` plus the bias, and that is what runs
-        here, without ``vmap``'s per-call overhead (~0.4 ms on a batch of 20; tests/test_maml.py checks it).
-        """
-        x = obs.unsqueeze(1)
-        for name, layer in self.body.named_children():
-            if isinstance(layer, nn.Linear):
-                weight, bias = params[f"body.{name}.weight"], params[f"body.{name}.bias"]
-                x = torch.matmul(x, weight.transpose(1, 2)) + bias.unsqueeze(1)
-            else:
-                x = torch.tanh(x)
-        return x[:, 0]
-
-
-def stack(params: Params, tasks: int) -> Params:
-    """One (expanded, not copied) row of ``params`` per task: ``[tasks, ...]`` per tensor."""
-    return {name: value.unsqueeze(0).expand(tasks, *value.shape) for name, value in params.items()}
-
-
-def policy_outputs(net: PolicyNet, params: Params, obs: Tensor) -> tuple[Tensor, Tensor | None]:
-    """The action distribution's parameters under per-task parameters.
-
-    Args:
-        net: supplies the architecture; its own parameters are not used.
-        params: stacked per-task parameters, ``[N, ...]`` per tensor.
-        obs: ``[N, T, obs_dim]``.
-
-    Returns:
-        ``(out, log_std)``: mean or logits ``[N, T, A]``; log-std ``[N, 1, A]`` (``None`` if discrete).
-    """
-    out = vmap(lambda p, o: functional_call(net, p, (o,)))(params, obs)
-    return out, (None if net.discrete else params["log_std"].unsqueeze(1))
-
-
-def log_prob_from(out: Tensor, log_std: Tensor | None, actions: Tensor) -> Tensor:
-    """Log-probabilities ``[...]`` of ``actions`` under categorical logits (``log_std is None``) or a
-    diagonal Gaussian, summed over action dimensions.
-
-    Written out rather than through ``torch.distributions``: a line-search candidate whose inner steps
-    diverge must yield a non-finite loss (and be rejected), not an argument-validation error.
-    """
-    if log_std is None:
-        return out.log_softmax(-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    z = (actions - out) * torch.exp(-log_std)
-    return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def log_prob_of(net: PolicyNet, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
-    """``[N, T]`` log-probabilities of ``actions`` under per-task parameters (stacked)."""
-    return log_prob_from(*policy_outputs(net, params, obs), actions)
-
-
-@dataclass(frozen=True)
-class ActionNormalization:
-    """ProMP's ``normalize(env)`` action map: the policy's units ``[-scale, scale]`` affinely onto the
-    environment's ``Box`` bounds ``[low, high]``, then clipped to them (float32, ``[A]`` each)."""
-
-    scale: float
-    low: np.ndarray
-    high: np.ndarray
-
-    @classmethod
-    def of(cls, space: gym.Space, scale: float) -> ActionNormalization:
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"action_normalization_scale: needs a Box action space, not {space}")
-        low, high = space.low.astype(np.float32).ravel(), space.high.astype(np.float32).ravel()
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ValueError("action_normalization_scale: needs finite action bounds; this Box is unbounded")
-        return cls(scale, low, high)
-
-    @property
-    def gain(self) -> np.ndarray:
-        """Env units per policy unit, ``[A]``: half the bounds' range over ``scale``."""
-        return (self.high - self.low) / np.float32(2 * self.scale)
-
-    def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """``[..., A]`` policy-unit actions → the clipped env-unit actions the environment gets."""
-        middle = (self.high + self.low) / np.float32(2)
-        return np.clip(middle + actions * self.gain, self.low, self.high)
-
-
-class MAMLPolicy:
-    """Acts with the meta-parameters θ on every environment, or with one adapted θ'_i per environment
-    (``stacked``: row ``i`` of the batch of environments is task ``i`` of the adaptation).
-
-    An exploring policy (``explores``) samples even when asked for deterministic actions: the inner
-    policy gradient needs the exploration noise (with ``a = μ(s)`` it vanishes). Every draw comes from
-    ``generator``.
-
-    With an ``action_map`` the policy returns env-unit actions (rescaled and clipped) and keeps its own
-    pre-clip samples of the current trial, one ``[N, A]`` array per ``act`` call since the last
-    ``reset``: the sampler calls ``act`` once per step of a trial for every environment (``harness.rollout``),
-    and ``in_policy_units`` checks that the samples it hands out map onto the batch's actions.
-    """
-
-    def __init__(self, net: PolicyNet, params: Params, stacked: bool, generator: torch.Generator,
-                 explores: bool = False, action_map: ActionNormalization | None = None) -> None:
-        self.net, self.params, self.stacked, self.generator = net, params, stacked, generator
-        self.device = next(iter(params.values())).device  # where it acts: its parameters' device
-        self.explores, self.action_map = explores, action_map
-        self.noise = torch.empty(0)  # reused for the Gaussian noise of every step
-        self.samples: list[np.ndarray] | None = []  # pre-clip samples of the current trial (with action_map)
-
-    def reset(self, new_trial: np.ndarray) -> None:
-        # Memoryless: adaptation lives in the parameters. The recorded samples restart with a trial of
-        # every environment (what the sampler does); after a partial reset they no longer line up.
-        self.samples = [] if np.all(new_trial) else None
-
-    @torch.inference_mode()
-    def act(
-        self,
-        obs: np.ndarray,
-        prev_action: np.ndarray,
-        prev_reward: np.ndarray,
-        episode_start: np.ndarray,
-        deterministic: bool,
-    ) -> np.ndarray:
-        x = torch.from_numpy(obs).to(self.device)
-        if self.stacked:
-            tasks = next(iter(self.params.values())).shape[0]
-            if len(x) != tasks:
-                raise ValueError(f"this policy was adapted to {tasks} tasks; got {len(x)} environments")
-            out = self.net.forward_stacked(self.params, x)
-        else:
-            out = self.net.forward_with(self.params, x)
-        out = out.cpu()
-        if self.noise.shape != out.shape:
-            self.noise = torch.empty(out.shape)
-        log_std = None if self.net.discrete else self.params["log_std"].cpu()
-        deterministic = deterministic and not self.explores
-        actions = sample_action(out, log_std, self.net.discrete, deterministic, self.generator,  # type: ignore[arg-type]
-                                self.noise).numpy()  # a fresh tensor every call: safe to keep
-        if self.action_map is None:
-            return actions
-        if self.samples is not None:
-            self.samples.append(actions)
-        return self.action_map.to_env(actions)
-
-    def in_policy_units(self, batch: TrialBatch) -> TrialBatch:
-        """``batch`` (this policy's last trial) with its actions replaced by the policy's pre-clip samples,
-        zero on padding: what the log-probabilities are of. Without an action map, ``batch`` itself.
-
-        Raises:
-            ValueError: the batch is not the trial this policy last ran.
-        """
-        if self.action_map is None:
-            return batch
-        if not self.samples:
-            raise ValueError("this policy has no recorded trial (it rescales its actions and keeps its samples "
-                             "from the last collect only)")
-        samples = np.stack(self.samples, axis=1)  # [N, S, A]
-        num, steps = batch.valid.shape
-        if samples.shape[0] != num or samples.shape[1] > steps or batch.valid[:, samples.shape[1]:].any():
-            raise ValueError(f"the policy's last trial ({samples.shape[0]} environments, {samples.shape[1]} steps) "
-                             f"is not this batch ({num} rows, {steps} steps)")
-        actions = np.zeros(batch.actions.shape, np.float32)
-        actions[:, : samples.shape[1]] = samples.reshape(num, samples.shape[1], *batch.actions.shape[2:])
-        actions[~batch.valid] = 0.0
-        mapped = self.action_map.to_env(actions)
-        if not np.array_equal(mapped[batch.valid], batch.actions[batch.valid]):
-            raise ValueError("the batch's actions are not this policy's last trial's samples, rescaled and clipped")
-        return dataclasses.replace(batch, actions=actions)
-
-
 # --- advantages: the linear feature baseline ------------------------------------------------------
-
-
-def steps_in_episode(episode_start: np.ndarray) -> np.ndarray:
-    """``[N, T]`` int64: the index of each step within its episode (0 at every episode start)."""
-    index = np.arange(episode_start.shape[1])
-    last_start = np.maximum.accumulate(np.where(episode_start, index, 0), axis=1)
-    return index - last_start
 
 
 def baseline_features(obs: Tensor, step: Tensor) -> Tensor:
@@ -421,22 +220,17 @@ def compute_advantages(batch: TrialBatch, discount: float, gae_lambda: float, re
     Episodes are independent for MAML (no memory): returns and GAE stop at every episode end, and the
     baseline's time feature restarts at every episode start. Padding is zero.
     """
-    def tensor(array: np.ndarray) -> Tensor:
-        return torch.from_numpy(array).to(device)
-
+    tensor = tensor_on(device)
     rewards = tensor(batch.rewards)
     mask = tensor(batch.valid).to(rewards.dtype)
-    cut = tensor(batch.episode_end | ~batch.valid)
+    cut = tensor(episode_cuts(batch.valid, batch.episode_end))
     returns, _ = gae(rewards, torch.zeros_like(rewards), cut, discount, 1.0)  # discounted reward-to-go
-    features = baseline_features(tensor(batch.obs).flatten(2), tensor(steps_in_episode(batch.episode_start)))
+    features = baseline_features(tensor(batch.obs).flatten(2), tensor(steps_since_start(batch.episode_start)))
     weights = fit_linear_baseline(features, returns, mask, reg)
     values = (features @ weights.unsqueeze(-1)).squeeze(-1) * mask
     advantages, _ = gae(rewards, values, cut, discount, gae_lambda)
     if normalise:  # per task, as ProMP's MetaSampleProcessor
-        count = mask.sum(1, keepdim=True).clamp_min(1.0)
-        mean = (advantages * mask).sum(1, keepdim=True) / count
-        std = (((advantages - mean) ** 2 * mask).sum(1, keepdim=True) / count).sqrt()
-        advantages = (advantages - mean) / (std + 1e-8)
+        advantages = normalise_advantages(advantages, mask, per_row=True)
     return advantages * mask
 
 
@@ -522,7 +316,7 @@ def to_rollouts(net: PolicyNet, batch: TrialBatch, params: Params, config: Confi
 
 
 def inner_loss(log_prob: Tensor, sampling_log_prob: Tensor, advantages: Tensor, mask: Tensor,
-               objective: str) -> dict[str, Tensor]:
+               objective: InnerObjective) -> dict[str, Tensor]:
     """The inner policy-gradient loss, summed over tasks of each task's mean over its valid steps.
 
     The sum (not the mean) over tasks makes its gradient w.r.t. stacked per-task parameters each
@@ -533,7 +327,7 @@ def inner_loss(log_prob: Tensor, sampling_log_prob: Tensor, advantages: Tensor, 
         log_prob: ``[N, T]``, under the parameters being adapted (differentiable).
         sampling_log_prob: ``[N, T]``, under the parameters that sampled the data (constant).
         advantages, mask: ``[N, T]``.
-        objective: one of ``INNER_OBJECTIVES``.
+        objective: an ``InnerObjective``.
     """
     if objective == "log_likelihood":
         weight = log_prob
@@ -628,90 +422,7 @@ def meta_objective(net: PolicyNet, theta: Params, pre: Rollouts, post: Rollouts,
     return terms
 
 
-# --- the TRPO step -------------------------------------------------------------------------------
-
-
-def conjugate_gradient(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int,
-                       residual_tol: float = 1e-10) -> tuple[Tensor, Tensor]:
-    """Approximately solve ``A x = b`` for symmetric positive-definite ``A`` given ``x ↦ A x``.
-
-    Returns:
-        ``(x, A x)``: ``A x = Σ_k α_k A p_k`` accumulates the products the iterations computed (``A`` is
-        linear), which spares TRPO one more product for the step's curvature ``xᵀAx`` (issue 19).
-    """
-    x, ax = torch.zeros_like(b), torch.zeros_like(b)
-    r, p = b.clone(), b.clone()
-    rr = r @ r
-    for _ in range(iters):
-        if rr < residual_tol:
-            break
-        ap = matvec(p)
-        alpha = rr / (p @ ap + 1e-12)
-        x += alpha * p
-        ax += alpha * ap
-        r -= alpha * ap
-        rr_next = r @ r
-        p = r + (rr_next / rr) * p
-        rr = rr_next
-    return x, ax
-
-
-@dataclass
-class Linearisation:
-    """What TRPO's direction needs at the current parameters (flat, in ``parameters`` order).
-
-    Attributes:
-        loss: the surrogate's value.
-        grad: its gradient ``[P]``.
-        hessian_vector: ``v ↦ H v``, ``H`` the KL's Hessian (without damping).
-    """
-
-    loss: float
-    grad: Tensor
-    hessian_vector: Callable[[Tensor], Tensor]
-
-
-def autograd_linearisation(parameters: list[nn.Parameter], terms: dict[str, Tensor]) -> Linearisation:
-    """Any objective's: gradients by backward, ``H v`` by a second backward through the KL's gradient."""
-    grads = parameters_to_vector(torch.autograd.grad(terms["loss_surrogate"], parameters, retain_graph=True))
-    kl_grads = parameters_to_vector(torch.autograd.grad(terms["kl"], parameters, create_graph=True))
-
-    def hessian_vector(v: Tensor) -> Tensor:
-        return parameters_to_vector(torch.autograd.grad(kl_grads @ v, parameters, retain_graph=True)).detach()
-
-    return Linearisation(float(terms["loss_surrogate"].detach()), grads.detach(), hessian_vector)
-
-
-def outputs_and_tangents(net: PolicyNet, params: Params, obs: Tensor) -> tuple[Tensor, Callable[[Params], Tensor]]:
-    """``policy_outputs``' mean or logits ``[N, T, A]`` (differentiable in ``params``) and the map
-    ``u ↦ ∂out/∂params · u`` (forward mode by hand, reusing this forward's activations: ``tanh' = 1 − y²``).
-
-    Args:
-        params: stacked per-task parameters, ``[N, ...]`` per tensor.
-        obs: ``[N, T, obs_dim]``.
-    """
-    x, layers = obs, []  # per layer: (its input, its weight) or (None, tanh's derivative)
-    for name, layer in net.body.named_children():
-        if isinstance(layer, nn.Linear):
-            weight, bias = params[f"body.{name}.weight"], params[f"body.{name}.bias"]
-            layers.append((name, x.detach(), weight.detach()))
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.mT)
-        else:
-            x = torch.tanh(x)
-            layers.append((None, 1.0 - x.detach().square(), None))
-
-    def tangent(u: Params) -> Tensor:
-        r: Tensor | None = None
-        for name, saved, weight in layers:
-            if name is None:
-                r = saved * r
-            else:
-                direct = torch.baddbmm(u[f"body.{name}.bias"].unsqueeze(1), saved, u[f"body.{name}.weight"].mT)
-                r = direct if r is None else torch.baddbmm(direct, r, weight.mT)
-        assert r is not None
-        return r
-
-    return x, tangent
+# --- the TRPO outer step's linearisation ---------------------------------------------------------
 
 
 @torch.enable_grad()
@@ -790,52 +501,6 @@ def meta_linearisation(net: PolicyNet, theta: Params, pre: Rollouts, post: Rollo
                          hessian_vector)
 
 
-def _natural_step(linear: Linearisation, max_kl: float, cg_iters: int, cg_damping: float) -> Tensor:
-    """The trust-region step at the KL bound: ``s ∝ (H + damping·I)⁻¹(−g)`` with ``½ sᵀ(H + damping·I)s = max_kl``."""
-
-    def hessian_vector(v: Tensor) -> Tensor:
-        return linear.hessian_vector(v) + cg_damping * v
-
-    direction, h_direction = conjugate_gradient(hessian_vector, -linear.grad, cg_iters)
-    return math.sqrt(2.0 * max_kl / (float(direction @ h_direction) + 1e-8)) * direction
-
-
-def trpo_step(parameters: list[nn.Parameter], objective: Callable[[bool], dict[str, Tensor]], max_kl: float,
-              cg_iters: int, cg_damping: float, backtrack_ratio: float, max_backtracks: int,
-              linearise: Callable[[], Linearisation] | None = None) -> dict[str, float]:
-    """One TRPO step (Schulman et al. 2015) on ``parameters``, in place.
-
-    The direction solves ``(H + damping·I) s = -g`` by conjugate gradient, ``H`` the Hessian of the KL,
-    scaled to the trust region ``½ sᵀHs = max_kl``. The line search shrinks it by ``backtrack_ratio``
-    (``max_backtracks`` sizes in all) until the loss improves and the KL is within ``max_kl``; otherwise
-    the parameters are restored (garage's ``ConjugateGradientOptimizer``).
-
-    Args:
-        parameters: updated in place.
-        objective: ``create_graph ↦ {"loss_surrogate", "kl"}`` at the current parameters.
-        linearise: the loss, its gradient and ``H v`` at the current parameters (``None``:
-            ``autograd_linearisation`` of ``objective(True)``, Hessian-vector products by double backward).
-
-    Returns:
-        ``loss_surrogate_before/after``, ``kl`` (after), ``line_search_backtracks``, ``step_accepted``.
-    """
-    linear = autograd_linearisation(parameters, objective(True)) if linearise is None else linearise()
-    loss_before, step = linear.loss, _natural_step(linear, max_kl, cg_iters, cg_damping)
-    del linear  # the graphs behind its Hessian-vector products die here, before the line search
-    old = parameters_to_vector(parameters).detach().clone()
-    for backtracks in range(max_backtracks):
-        vector_to_parameters(old + backtrack_ratio**backtracks * step, parameters)
-        with torch.no_grad():  # the inner steps enable gradients for themselves
-            after = objective(False)
-        loss_after, kl = float(after["loss_surrogate"]), float(after["kl"])
-        if math.isfinite(loss_after) and loss_after < loss_before and kl <= max_kl:
-            return {"loss_surrogate_before": loss_before, "loss_surrogate_after": loss_after, "kl": kl,
-                    "line_search_backtracks": float(backtracks), "step_accepted": 1.0}
-    vector_to_parameters(old, parameters)
-    return {"loss_surrogate_before": loss_before, "loss_surrogate_after": loss_before, "kl": 0.0,
-            "line_search_backtracks": float(max_backtracks), "step_accepted": 0.0}
-
-
 # --- the learner ---------------------------------------------------------------------------------
 
 
@@ -870,14 +535,12 @@ class MAML:
         scale = config.action_normalization_scale
         self.action_map = None if scale is None else ActionNormalization.of(env.action_space, scale)
         obs_dim = int(np.prod(env.observation_space.shape))
-        torch_seed = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
-            self.net = PolicyNet(obs_dim, env.action_space, config.hidden_sizes, config.init_std)
-        self.net.to(self.device)
+        seeds = torch_seeds(seed)
+        self.net = build_seeded(next(seeds), lambda: PolicyNet(obs_dim, env.action_space, config.hidden_sizes,
+                                                               config.init_std)).to(self.device)
         self.acting_device = devices.acting_device(self.device, self.acts_on(config))  # where its policies act
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.ppo_lr)  # the PPO outer step's
-        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
+        self.generator = torch.Generator().manual_seed(next(seeds))
         self.iterations = 0
 
     def _theta(self) -> Params:
@@ -960,35 +623,22 @@ class MAML:
         """``ppo_epochs`` Adam steps on the clipped surrogate (ProMP's, without its inner-step KL
         penalty), each re-adapting from the current θ."""
         cfg = self.config
-        zeros = torch.zeros_like(post.mask)
         logs: dict[str, float] = {}
         for _ in range(cfg.ppo_epochs):
             adapted = adapt_parameters(self.net, stack(self._theta(), pre.obs.shape[0]), pre, cfg,
                                        create_graph=True)[-1]
             log_prob = log_prob_of(self.net, adapted, post.obs, post.actions)
-            terms = ppo_loss(log_prob, post.log_prob, post.advantages, zeros, zeros, zeros, post.mask, cfg.ppo_clip,
-                             value_coef=0.0, entropy_coef=0.0)
-            loss = sum(v for k, v in terms.items() if k.startswith("loss_"))
+            terms = clipped_surrogate(log_prob, post.log_prob, post.advantages, post.mask, cfg.ppo_clip)
+            loss = terms["loss_policy"]
             self.optimiser.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[union-attr]
+            loss.backward()
             self.optimiser.step()
             logs.setdefault("loss_surrogate_before", float(loss.detach()))  # the clip is inactive at the first step
             logs.update(approx_kl=float(terms["approx_kl"]), clip_fraction=float(terms["clip_fraction"]))
         return logs
 
     def state_dict(self) -> dict[str, Any]:
-        config = asdict(self.config)
-        config["hidden_sizes"] = list(config["hidden_sizes"])
-        return {
-            "config": config,
-            "net": devices.cpu_state(self.net.state_dict()),
-            "optimiser": devices.cpu_state(self.optimiser.state_dict()),
-            "generator": self.generator.get_state(),
-            "iterations": self.iterations,
-        }
+        return learner_state(self.config, self.net, self.generator, self.iterations, optimiser=self.optimiser)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])  # copies into the parameters, wherever they live
-        self.optimiser.load_state_dict(state["optimiser"])  # moves the moments to the parameters' device
-        self.generator.set_state(state["generator"])
-        self.iterations = int(state["iterations"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # no acting copy: policies copy θ when built
+        self.iterations = load_learner_state(state, self.net, None, self.generator, optimiser=self.optimiser)

@@ -14,9 +14,8 @@ optionally its running observation normalisation (gymnasium's ``NormalizeObserva
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 
 from algorithms import device as devices
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
+from algorithms.common import action_size, build_seeded, learner_state, load_learner_state, mlp, tensor_on, torch_seeds
 from algorithms.heads import action_distribution, per_action, sample_action
 from algorithms.ppo import episode_cuts, gae, normalise_advantages, ppo_loss, ppo_update
 
@@ -75,17 +75,15 @@ class Config:
         check(self.target_kl is None or self.target_kl > 0, "target_kl", "must be > 0 or null")
 
 
-def mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
+def orthogonal_mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
     """Linear layers with tanh between them; orthogonal weights (gain √2, the output layer's ``out_gain``)
-    and zero biases, as cleanrl's ``layer_init``."""
-    layers: list[nn.Module] = []
-    for n_in, n_out in itertools.pairwise(sizes):
-        layers += [nn.Linear(n_in, n_out), nn.Tanh()]
-    linears = layers[::2]
+    and zero biases, as cleanrl's ``layer_init``: drawn once every layer is built."""
+    net = mlp(sizes, nn.Tanh)
+    linears = [layer for layer in net if isinstance(layer, nn.Linear)]
     for linear in linears:
-        nn.init.orthogonal_(linear.weight, gain=out_gain if linear is linears[-1] else float(np.sqrt(2)))  # type: ignore[arg-type]
-        nn.init.zeros_(linear.bias)  # type: ignore[arg-type]
-    return nn.Sequential(*layers[:-1])  # no activation after the output layer
+        nn.init.orthogonal_(linear.weight, gain=out_gain if linear is linears[-1] else float(np.sqrt(2)))
+        nn.init.zeros_(linear.bias)
+    return net
 
 
 class MLPNet(nn.Module):
@@ -93,11 +91,10 @@ class MLPNet(nn.Module):
 
     def __init__(self, obs_dim: int, action_space: gym.Space, config: Config) -> None:
         super().__init__()
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))  # type: ignore[attr-defined]
+        self.discrete, self.action_dim = action_size(action_space)
         hidden = list(config.hidden_sizes)
-        self.actor = mlp([obs_dim, *hidden, self.action_dim], out_gain=0.01)
-        self.critic = mlp([obs_dim, *hidden, 1], out_gain=1.0)
+        self.actor = orthogonal_mlp([obs_dim, *hidden, self.action_dim], out_gain=0.01)
+        self.critic = orthogonal_mlp([obs_dim, *hidden, 1], out_gain=1.0)
         self.log_std = nn.Parameter(torch.full((self.action_dim,), float(np.log(config.init_std))))  # Box only
         self.normalising = config.normalise_observations
         # gymnasium's RunningMeanStd: count starts at 1e-4; float64 so that the count and sums stay exact
@@ -178,14 +175,11 @@ class MLPPPO:
         self.config = config
         self.device = devices.resolve(device)
         obs_dim = int(np.prod(env.observation_space.shape))
-        torch_seed = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):  # built on the CPU: the same initial weights on any device
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
-            self.net = MLPNet(obs_dim, env.action_space, config)
-        self.net.to(self.device)
+        seeds = torch_seeds(seed)
+        self.net = build_seeded(next(seeds), lambda: MLPNet(obs_dim, env.action_space, config)).to(self.device)
         self.acting_net = devices.acting_copy(self.net, self.device, devices.acting_device(self.device, "cpu"))
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=config.adam_eps)
-        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
+        self.generator = torch.Generator().manual_seed(next(seeds))
         self.iterations = 0
 
     def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
@@ -198,11 +192,7 @@ class MLPPPO:
 
     def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
         batch = sampler.collect(self.exploration_policy(), tasks, self.env.episodes_per_trial)
-        cfg, net = self.config, self.net
-
-        def tensor(array: np.ndarray) -> Tensor:
-            return torch.from_numpy(array).to(self.device)
-
+        cfg, net, tensor = self.config, self.net, tensor_on(self.device)
         obs, valid = tensor(batch.obs).flatten(2), tensor(batch.valid)
         # Returns stop at every episode end, time limits included: the batch holds no observation after a
         # truncation to bootstrap from, so a time limit is treated as a terminal state (as RL² and ProMP).
@@ -241,19 +231,8 @@ class MLPPPO:
         return {**logs, "explained_variance": float(explained), "train_return": float(batch.episode_returns.mean())}
 
     def state_dict(self) -> dict[str, Any]:
-        config = asdict(self.config)
-        config["hidden_sizes"] = list(config["hidden_sizes"])
-        return {
-            "config": config,
-            "net": devices.cpu_state(self.net.state_dict()),
-            "optimiser": devices.cpu_state(self.optimiser.state_dict()),
-            "generator": self.generator.get_state(),
-            "iterations": self.iterations,
-        }
+        return learner_state(self.config, self.net, self.generator, self.iterations, optimiser=self.optimiser)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])  # copies into the parameters and buffers, wherever they live
-        devices.refresh(self.acting_net, self.net)
-        self.optimiser.load_state_dict(state["optimiser"])  # moves the moments to the parameters' device
-        self.generator.set_state(state["generator"])
-        self.iterations = int(state["iterations"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # the observation statistics are the net's buffers
+        self.iterations = load_learner_state(state, self.net, self.acting_net, self.generator,
+                                             optimiser=self.optimiser)

@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -49,10 +49,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, check_choices
+from algorithms.common import build_seeded, config_state
+from algorithms.pearl_nets import (
+    ContextEncoder,
+    PEARLNets,
+    TanhGaussianActor,
+    batched_mlp,
+    min_of_frozen_twins,
+    stacked_layers,
+)
+from algorithms.pearl_replay import TaskReplay, trial_transitions
 
-POSTERIOR_CONTEXTS = ("buffer", "trial")
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # rlkit's TanhGaussianPolicy bounds
+#: Where a policy draws ``z`` from (``PEARLPolicy``).
+ZSource = Literal["prior", "trial", "buffer"]
 MIN_FACTOR_VARIANCE = 1e-7  # oyster's clamp in _product_of_gaussians
 INITIAL_CHUNK = 50  # tasks per sampler call for the initial data: bounds the environments and the batch's memory
 
@@ -108,7 +118,7 @@ class Config:
     extra_rl_env_steps: int = field(
         default=400, metadata={"doc": "env steps per collected task with posterior z, RL buffer only"}
     )
-    posterior_context: str = field(
+    posterior_context: Literal["buffer", "trial"] = field(
         default="buffer",
         metadata={"doc": "where training collection's posterior comes from, after a first episode with prior z: "
                          "'buffer' (oyster: a context batch of the task's encoder buffer, redrawn per episode) or "
@@ -139,84 +149,13 @@ class Config:
             check(getattr(self, name) >= 0, name, "must be >= 0")
         check(0 <= self.discount <= 1, "discount", "must be in [0, 1]")
         check(0 < self.target_tau <= 1, "target_tau", "must be in (0, 1]")
-        check(self.posterior_context in POSTERIOR_CONTEXTS, "posterior_context",
-              f"must be one of {', '.join(POSTERIOR_CONTEXTS)}")
+        check_choices(self)
         check(self.target_entropy is None or self.auto_entropy, "target_entropy", "needs auto_entropy: true")
         encoder_steps = self.prior_env_steps + self.posterior_env_steps
         check(not self.clear_encoder_buffer or encoder_steps > 0, "clear_encoder_buffer",
               "needs prior_env_steps or posterior_env_steps > 0 (the cleared encoder buffer would stay empty)")
         check(encoder_steps + self.initial_env_steps > 0, "prior_env_steps",
               "initial, prior and posterior env steps are all 0: the encoder buffers would stay empty")
-
-
-# --- networks ------------------------------------------------------------------------------------
-
-
-def mlp(in_dim: int, out_dim: int, hidden_size: int, hidden_layers: int) -> nn.Sequential:
-    """ReLU MLP; the output layer starts near zero (rlkit: uniform ±3e-3)."""
-    layers: list[nn.Module] = []
-    for i in range(hidden_layers):
-        layers += [nn.Linear(in_dim if i == 0 else hidden_size, hidden_size), nn.ReLU()]
-    last = nn.Linear(hidden_size if hidden_layers else in_dim, out_dim)
-    nn.init.uniform_(last.weight, -3e-3, 3e-3)
-    nn.init.uniform_(last.bias, -3e-3, 3e-3)
-    return nn.Sequential(*layers, last)
-
-
-class ContextEncoder(nn.Module):
-    """Per-transition Gaussian factors: ``[..., context_dim]`` → means and variances ``[..., latent]``."""
-
-    def __init__(self, context_dim: int, latent_size: int, hidden_size: int, hidden_layers: int) -> None:
-        super().__init__()
-        self.net = mlp(context_dim, 2 * latent_size, hidden_size, hidden_layers)
-
-    def forward(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        return self.factors(self.net(context))
-
-    @staticmethod
-    def factors(out: Tensor) -> tuple[Tensor, Tensor]:
-        """The network's output ``[..., 2 latent]`` as factor means and variances (softplus)."""
-        mean, raw = out.chunk(2, dim=-1)
-        return mean, F.softplus(raw)
-
-
-class TanhGaussianActor(nn.Module):
-    """``π(a | s, z)``: a Gaussian over pre-tanh actions, ``[..., obs + latent]`` → mean, log-std ``[..., act]``."""
-
-    def __init__(self, in_dim: int, action_dim: int, hidden_size: int, hidden_layers: int) -> None:
-        super().__init__()
-        self.net = mlp(in_dim, 2 * action_dim, hidden_size, hidden_layers)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.gaussian(self.net(x))
-
-    @staticmethod
-    def gaussian(out: Tensor) -> tuple[Tensor, Tensor]:
-        """The network's output ``[..., 2 act]`` as mean and clamped log-std."""
-        mean, log_std = out.chunk(2, dim=-1)
-        return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-
-
-class PEARLNets(nn.Module):
-    """Encoder, actor, twin Q ``(s, a, z)``, V ``(s, z)`` and its target (never trained by gradient)."""
-
-    def __init__(self, obs_dim: int, action_dim: int, context_dim: int, config: Config) -> None:
-        super().__init__()
-        latent, hidden, layers = config.latent_size, config.hidden_size, config.hidden_layers
-        self.encoder = ContextEncoder(context_dim, latent, config.encoder_hidden_size, config.encoder_hidden_layers)
-        self.actor = TanhGaussianActor(obs_dim + latent, action_dim, hidden, layers)
-        self.q1 = mlp(obs_dim + action_dim + latent, 1, hidden, layers)
-        self.q2 = mlp(obs_dim + action_dim + latent, 1, hidden, layers)
-        self.v = mlp(obs_dim + latent, 1, hidden, layers)
-        self.target_v = mlp(obs_dim + latent, 1, hidden, layers)
-        self.target_v.load_state_dict(self.v.state_dict())
-        self.target_v.requires_grad_(False)
-
-    def encode(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        """The encoder's factors ``(mean, variance)`` of CPU ``context``, as CPU tensors, wherever the nets are."""
-        device = next(self.encoder.parameters()).device
-        mean, variance = self.encoder(context.to(device))
-        return mean.cpu(), variance.cpu()
 
 
 # --- losses --------------------------------------------------------------------------------------
@@ -253,95 +192,6 @@ def tanh_gaussian_sample(mean: Tensor, log_std: Tensor, noise: Tensor) -> tuple[
     log_prob = (-0.5 * noise.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
     log_prob = log_prob - (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
     return torch.tanh(pre_tanh), log_prob
-
-
-# --- the batched networks of the gradient step ----------------------------------------------------
-#
-# A gradient step at the locomotion presets is ~85% matrix products of [4096, 300] activations (meta-batch
-# 16 × 256 transitions) with 300 × 300 weights (issue 19), ~32 of them after the changes below, which
-# leave the function as it was: hidden widths are computed zero-padded to a multiple of ALIGN (on one core
-# MKL runs the forward and input-gradient products of [4096, 300] × [300, 300] at ~60 GFLOP/s, of
-# [4096, 304] × [304, 304] at ~90), the twin Qs run as one batched network (``torch.baddbmm`` over stacked
-# weights), and the actor's gradient goes through the smaller frozen Q of each row only. The modules keep
-# their own parameters, so the optimiser and the state dict are those of the plain networks.
-
-ALIGN = 16
-Layers = list[tuple[Tensor, Tensor]]
-
-
-def stacked_layers(mlps: Sequence[nn.Sequential], detach: bool = False) -> Layers:
-    """The linear layers of ``mlps`` (one architecture) for ``batched_mlp``: per layer a weight
-    ``[k, in, out]`` (transposed) and a bias ``[k, 1, out]``, differentiable copies of the parameters.
-
-    Hidden widths are zero-padded to a multiple of ``ALIGN``: a padded unit has zero weights in and out
-    and a zero bias, so it outputs ``relu(0) = 0``, adds exactly nothing downstream and gets no gradient;
-    only the products' summation order changes. Copying costs ~0.2% of a step. ``detach``: constants.
-    """
-    linears = [[layer for layer in mlp_ if isinstance(layer, nn.Linear)] for mlp_ in mlps]
-    layers: Layers = []
-    for depth, group in enumerate(zip(*linears, strict=True)):
-        pad_in = 0 if depth == 0 else -group[0].in_features % ALIGN
-        pad_out = 0 if depth == len(linears[0]) - 1 else -group[0].out_features % ALIGN
-        weight = torch.stack([F.pad(linear.weight.t(), (0, pad_out, 0, pad_in)) for linear in group])
-        bias = torch.stack([F.pad(linear.bias, (0, pad_out)) for linear in group]).unsqueeze(1)
-        layers.append((weight.detach(), bias.detach()) if detach else (weight, bias))
-    return layers
-
-
-def batched_mlp(layers: Layers, x: Tensor) -> Tensor:
-    """The ReLU MLPs of ``stacked_layers`` on ``x`` ``[M, in]`` (the same rows for each) → ``[k, M, out]``."""
-    x = x.expand(layers[0][0].shape[0], *x.shape)
-    for i, (weight, bias) in enumerate(layers):
-        x = torch.baddbmm(bias, x, weight)
-        if i < len(layers) - 1:
-            x = x.relu_()  # in place: baddbmm's backward does not need its output
-    return x
-
-
-def gathers_rows(device: torch.device) -> bool:
-    """Whether ``_MinOfFrozenTwins``' backward takes only the rows where each Q is the minimum (the CPU) or
-    all rows, masked (an accelerator, where counting the rows would be a host sync inside the step)."""
-    return device.type == "cpu"
-
-
-class _MinOfFrozenTwins(torch.autograd.Function):
-    """``min(Q1(x), Q2(x))`` ``[M]`` of twin networks taken as constants (``stacked_layers(..., detach=True)``),
-    differentiable in ``x`` ``[M, in]``. The backward runs through the smaller Q of each row only (half
-    through each on a tie, as ``torch.minimum``): half the products of running through both."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, *flat: Tensor) -> Tensor:
-        layers = list(zip(flat[::2], flat[1::2], strict=True))
-        h, hidden = x.expand(2, *x.shape), []
-        for i, (weight, bias) in enumerate(layers):
-            h = torch.baddbmm(bias, h, weight)
-            if i < len(layers) - 1:
-                h = h.relu_()
-                hidden.append(h)
-        q = h.squeeze(-1)  # [2, M]
-        ctx.save_for_backward(q, *flat[::2], *hidden)
-        return torch.minimum(q[0], q[1])
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        q, *saved = ctx.saved_tensors
-        weights, hidden = saved[: (len(saved) + 1) // 2], saved[(len(saved) + 1) // 2:]
-        grad_x = grad.new_zeros(grad.shape[0], weights[0].shape[1])
-        share = torch.where(q[0] == q[1], 0.5 * grad, grad)
-        every_row = torch.arange(len(grad), device=grad.device)
-        for k in (0, 1):
-            chosen = q[k] <= q[1 - k]
-            rows = chosen.nonzero().squeeze(1) if gathers_rows(grad.device) else every_row
-            d = torch.where(chosen, share, 0.0)[rows].unsqueeze(1) * weights[-1][k, :, 0]  # [rows, hidden]
-            for h, weight in zip(reversed(hidden), reversed(weights[:-1]), strict=True):
-                d = (d * (h[k, rows] > 0)) @ weight[k].t()
-            grad_x.index_add_(0, rows, d)
-        return grad_x, *([None] * (2 * len(weights)))
-
-
-def min_of_frozen_twins(layers: Layers, x: Tensor) -> Tensor:
-    """``min(Q1(x), Q2(x))`` ``[M]``; gradients reach ``x`` only (``_MinOfFrozenTwins``)."""
-    return _MinOfFrozenTwins.apply(x, *(t for layer in layers for t in layer))
 
 
 def pearl_loss(
@@ -415,62 +265,6 @@ def pearl_loss(
     return out
 
 
-# --- replay --------------------------------------------------------------------------------------
-
-
-class TaskReplay:
-    """One task's transitions as packed rows ``[obs, action, reward, next_obs, done]``.
-
-    A FIFO ring: storage grows (doubling) as rows arrive, up to ``capacity``, then overwrites the oldest.
-    """
-
-    def __init__(self, width: int, capacity: int) -> None:
-        self.capacity = capacity
-        self.data = torch.empty(0, width)
-        self.size = 0
-        self.position = 0  # where the next row goes
-
-    def add(self, rows: Tensor) -> None:
-        rows = rows[-self.capacity:]
-        n = len(rows)
-        if self.size + n > len(self.data) and len(self.data) < self.capacity:
-            grown = torch.empty(min(self.capacity, max(self.size + n, 2 * len(self.data))), self.data.shape[1])
-            grown[: self.size] = self.data[: self.size]  # not yet full: rows 0..size-1 hold the data
-            self.data = grown
-        self.data[(self.position + torch.arange(n)) % self.capacity] = rows
-        self.position = (self.position + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
-
-    def clear(self) -> None:
-        self.size = self.position = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"data": self.data[: self.size].clone(), "position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.data = state["data"].clone()
-        self.size, self.position = len(self.data), int(state["position"])
-
-
-def trial_transitions(batch: TrialBatch, low: np.ndarray, high: np.ndarray,
-                      use_next_obs: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Packed transitions of a trial batch and where they may be used (see the module docstring).
-
-    Returns:
-        ``rows [N, T, 2 obs + act + 2]`` (actions scaled to [-1, 1]), ``rl_mask [N, T]`` (has a usable
-        ``s'`` or is terminal) and ``context_mask [N, T]``.
-    """
-    obs = torch.from_numpy(batch.obs).flatten(2)
-    actions = torch.from_numpy(2.0 * (batch.actions - low) / (high - low) - 1.0).float()
-    valid, end = torch.from_numpy(batch.valid), torch.from_numpy(batch.episode_end)
-    terminated = torch.from_numpy(batch.terminated)
-    has_next = valid & ~end  # the next step of the same episode holds s'
-    next_obs = torch.where(has_next.unsqueeze(-1), torch.roll(obs, -1, dims=1), obs)
-    rows = torch.cat([obs, actions, torch.from_numpy(batch.rewards).unsqueeze(-1), next_obs,
-                      terminated.float().unsqueeze(-1)], dim=-1)
-    return rows, has_next | (valid & terminated), has_next if use_next_obs else valid
-
-
 # --- policies ------------------------------------------------------------------------------------
 
 
@@ -486,7 +280,7 @@ class PEARLPolicy:
     """
 
     def __init__(self, nets: PEARLNets, generator: torch.Generator, low: np.ndarray, high: np.ndarray,
-                 use_next_obs: bool, mode: str = "trial", initial: tuple[Tensor, Tensor] | None = None,
+                 use_next_obs: bool, mode: ZSource = "trial", initial: tuple[Tensor, Tensor] | None = None,
                  posterior: Callable[[np.ndarray], tuple[Tensor, Tensor]] | None = None) -> None:
         self.nets, self.generator, self.mode = nets, generator, mode
         self.device = next(nets.parameters()).device  # where it acts; z, context and noise stay on the CPU
@@ -651,9 +445,8 @@ class PEARL:
         self.rng = np.random.Generator(np.random.PCG64(int(seeds[0])))  # tasks and buffer indices
         self.generator = torch.Generator().manual_seed(int(seeds[1]))  # z, action and reparameterisation noise
         self.policy_seed = int(seeds[2])  # adapt's noise for a policy that brings no generator of its own
-        with torch.random.fork_rng(devices=[]):  # initialisation, without touching the global generator
-            torch.manual_seed(int(seeds[3]))
-            self.nets = PEARLNets(self.obs_dim, self.action_dim, self.context_dim, config)
+        self.nets = build_seeded(int(seeds[3]),  # initialisation
+                                 lambda: PEARLNets(self.obs_dim, self.action_dim, self.context_dim, config))
         self.nets.to(self.device)  # the gradient steps run here; replay buffers stay on the CPU
         # Acting (actor and encoder, one small batch per env step) stays on the CPU (acts_on), where a GPU
         # would be launch-latency bound; on a CPU device these are the trained networks themselves.
@@ -677,7 +470,7 @@ class PEARL:
 
     # --- acting --------------------------------------------------------------------------------
 
-    def _policy(self, generator: torch.Generator, mode: str = "trial", initial: tuple[Tensor, Tensor] | None = None,
+    def _policy(self, generator: torch.Generator, mode: ZSource = "trial", initial: tuple[Tensor, Tensor] | None = None,
                 posterior: Callable[[np.ndarray], tuple[Tensor, Tensor]] | None = None) -> PEARLPolicy:
         return PEARLPolicy(self.acting_nets, generator, self.low, self.high, self.config.use_next_obs_in_context, mode,
                            initial, posterior)
@@ -836,7 +629,7 @@ class PEARL:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "config": asdict(self.config),
+            "config": config_state(self.config),
             "nets": devices.cpu_state(self.nets.state_dict()),
             "log_alpha": self.log_alpha.detach().clone().cpu(),
             "optimiser": devices.cpu_state(self.optimiser.state_dict()),

@@ -1,5 +1,5 @@
 """PPO pieces shared by the on-policy learners: trial-aware GAE, rllab's linear feature baseline, the
-clipped loss, and the update (with gradient clipping that can keep the value's gradient off the policy's).
+loss's terms, and the update (with gradient clipping that can keep the value's gradient off the policy's).
 
 Losses are pure functions returning named terms (torchrl style): the update sums the ``loss_*``
 terms and logs the rest.
@@ -112,6 +112,41 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def clipped_surrogate(log_prob: Tensor, old_log_prob: Tensor, advantages: Tensor, mask: Tensor,
+                      clip: float) -> dict[str, Tensor]:
+    """PPO's clipped surrogate objective (Schulman et al. 2017) as named terms; all inputs share a shape.
+
+    Returns:
+        ``loss_policy`` and the detached diagnostics ``approx_kl`` (http://joschu.net/blog/kl-approx.html)
+        and ``clip_fraction``.
+    """
+    log_ratio = log_prob - old_log_prob
+    ratio = log_ratio.exp()
+    surrogate = torch.min(ratio * advantages, ratio.clamp(1.0 - clip, 1.0 + clip) * advantages)
+    with torch.no_grad():
+        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
+        clip_fraction = masked_mean(((ratio - 1.0).abs() > clip).float(), mask)
+    return {"loss_policy": -masked_mean(surrogate, mask), "approx_kl": approx_kl, "clip_fraction": clip_fraction}
+
+
+def value_loss(values: Tensor, returns: Tensor, mask: Tensor, coef: float) -> dict[str, Tensor]:
+    """``loss_value``: ``coef`` times half the mean squared error of ``values`` against ``returns``."""
+    return {"loss_value": coef * 0.5 * masked_mean((values - returns) ** 2, mask)}
+
+
+def entropy_bonus(entropy: Tensor, mask: Tensor, coef: float) -> dict[str, Tensor]:
+    """``loss_entropy``: minus ``coef`` times the mean entropy (a loss that rewards exploring)."""
+    return {"loss_entropy": -coef * masked_mean(entropy, mask)}
+
+
+def combine_terms(*parts: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The named terms of ``parts`` in one dict: the ``loss_*`` terms first, in the order given (the order
+    ``ppo_update`` sums and logs them), then the diagnostics."""
+    merged = {key: value for part in parts for key, value in part.items()}
+    losses = {key: value for key, value in merged.items() if key.startswith("loss_")}
+    return {**losses, **{key: value for key, value in merged.items() if key not in losses}}
+
+
 def ppo_loss(
     log_prob: Tensor,
     old_log_prob: Tensor,
@@ -124,25 +159,15 @@ def ppo_loss(
     value_coef: float,
     entropy_coef: float,
 ) -> dict[str, Tensor]:
-    """The clipped PPO objective (Schulman et al. 2017), as named terms; all inputs share a shape.
+    """The whole PPO objective: the clipped surrogate, the value loss and the entropy bonus; all inputs share
+    a shape. A learner without a learned value, or with a value loss of its own, combines the terms it needs.
 
     Returns:
-        ``loss_policy``, ``loss_value``, ``loss_entropy`` (to be summed) and the detached
-        diagnostics ``approx_kl`` (http://joschu.net/blog/kl-approx.html) and ``clip_fraction``.
+        ``loss_policy``, ``loss_value``, ``loss_entropy`` (to be summed), then ``approx_kl`` and
+        ``clip_fraction`` (``clipped_surrogate``).
     """
-    log_ratio = log_prob - old_log_prob
-    ratio = log_ratio.exp()
-    surrogate = torch.min(ratio * advantages, ratio.clamp(1.0 - clip, 1.0 + clip) * advantages)
-    with torch.no_grad():
-        approx_kl = masked_mean((ratio - 1.0) - log_ratio, mask)
-        clip_fraction = masked_mean(((ratio - 1.0).abs() > clip).float(), mask)
-    return {
-        "loss_policy": -masked_mean(surrogate, mask),
-        "loss_value": value_coef * 0.5 * masked_mean((values - returns) ** 2, mask),
-        "loss_entropy": -entropy_coef * masked_mean(entropy, mask),
-        "approx_kl": approx_kl,
-        "clip_fraction": clip_fraction,
-    }
+    return combine_terms(clipped_surrogate(log_prob, old_log_prob, advantages, mask, clip),
+                         value_loss(values, returns, mask, value_coef), entropy_bonus(entropy, mask, entropy_coef))
 
 
 def normalise_advantages(advantages: Tensor, mask: Tensor, per_row: bool = False) -> Tensor:

@@ -21,8 +21,8 @@ Presets reproduce released code (issue 14, item 7):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -30,22 +30,27 @@ import torch
 from torch import Tensor, nn
 
 from algorithms import device as devices
-from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
+from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, check_choices
+from algorithms.common import action_size, build_seeded, learner_state, load_learner_state, tensor_on, torch_seeds
 from algorithms.heads import StepInputs, action_distribution, augmented_observation, per_action, sample_action
 from algorithms.ppo import (
+    clipped_surrogate,
+    combine_terms,
+    entropy_bonus,
     episode_cuts,
     gae,
     linear_feature_values,
     normalise_advantages,
-    ppo_loss,
     ppo_update,
     steps_since_start,
     trial_cuts,
+    value_loss,
 )
 
+Cell = Literal["gru", "lstm"]
+Baseline = Literal["value", "linear_feature"]
+AdvantageNormalisation = Literal["minibatch", "task", "none"]
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
-BASELINES = ("value", "linear_feature")
-NORMALISATIONS = ("minibatch", "task", "none")
 State = Tensor | tuple[Tensor, Tensor]  # a GRU's h, or an LSTM's (h, c); each [1, N, hidden]
 
 
@@ -54,7 +59,7 @@ class Config:
     """RL² hyperparameters (defaults suit the cheap families; see ``presets`` for the papers')."""
 
     hidden_size: int = field(default=128, metadata={"doc": "units of the recurrent cell"})
-    cell: str = field(default="gru", metadata={"doc": "recurrent cell: 'gru' or 'lstm' (ProMP's RL²)"})
+    cell: Cell = field(default="gru", metadata={"doc": "recurrent cell: 'gru' or 'lstm' (ProMP's RL²)"})
     lr: float = field(default=1e-3, metadata={"doc": "Adam learning rate"})
     adam_eps: float = field(default=1e-5, metadata={"doc": "Adam epsilon (garage and ProMP: TensorFlow's 1e-8)"})
     discount: float = field(default=0.99, metadata={"doc": "γ"})
@@ -67,12 +72,12 @@ class Config:
     epochs: int = field(default=4, metadata={"doc": "passes over each batch per iteration"})
     minibatches: int = field(default=4, metadata={"doc": "minibatches per epoch (split by trial)"})
     entropy_coef: float = field(default=0.01, metadata={"doc": "entropy bonus weight"})
-    baseline: str = field(
+    baseline: Baseline = field(
         default="value", metadata={"doc": "'value': a value head trained with the PPO value loss; 'linear_feature': "
                                           "rllab's linear feature baseline fitted per task each iteration (ProMP)"}
     )
     value_coef: float = field(default=0.5, metadata={"doc": "value loss weight (baseline 'value')"})
-    advantage_normalisation: str = field(
+    advantage_normalisation: AdvantageNormalisation = field(
         default="minibatch", metadata={"doc": "advantages to zero mean, unit std per 'minibatch', per 'task' "
                                               "(ProMP) or 'none' (garage's center_adv=False)"}
     )
@@ -111,10 +116,7 @@ class Config:
         check(self.bptt_steps is None or self.bptt_steps >= 1, "bptt_steps", "must be >= 1 or null")
         for name in ("entropy_coef", "value_coef"):
             check(getattr(self, name) >= 0, name, "must be >= 0")
-        check(self.cell in CELLS, "cell", f"must be one of {', '.join(CELLS)}")
-        check(self.baseline in BASELINES, "baseline", f"must be one of {', '.join(BASELINES)}")
-        check(self.advantage_normalisation in NORMALISATIONS, "advantage_normalisation",
-              f"must be one of {', '.join(NORMALISATIONS)}")
+        check_choices(self)
 
 
 class RL2Net(nn.Module):
@@ -123,8 +125,7 @@ class RL2Net(nn.Module):
 
     def __init__(self, obs_dim: int, action_space: gym.Space, config: Config) -> None:
         super().__init__()
-        self.discrete = isinstance(action_space, gym.spaces.Discrete)
-        self.action_dim = int(action_space.n) if self.discrete else int(np.prod(action_space.shape))  # type: ignore[attr-defined]
+        self.discrete, self.action_dim = action_size(action_space)
         self.obs_dim = obs_dim
         input_size, cell = obs_dim + self.action_dim + 2, CELLS[config.cell]
         self.rnn = cell(input_size, config.hidden_size, batch_first=True)
@@ -267,17 +268,14 @@ class RL2:
         self.config = config
         self.device = devices.resolve(device)
         obs_dim = int(np.prod(env.observation_space.shape))
-        torch_seed = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng(devices=[]):  # built on the CPU: the same initial weights on any device
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
-            self.net = RL2Net(obs_dim, env.action_space, config)
-        self.net.to(self.device)
+        seeds = torch_seeds(seed)
+        self.net = build_seeded(next(seeds), lambda: RL2Net(obs_dim, env.action_space, config)).to(self.device)
         # Acting stays on the CPU (acts_on): one RNN step over a batch of ~20 environments is launch-latency
         # bound on a GPU. Where acting and training share a device the acting network is the trained one.
         self.acting_device = devices.acting_device(self.device, self.acts_on(config))
         self.acting_net = devices.acting_copy(self.net, self.device, self.acting_device)
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=config.adam_eps)
-        self.generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,), generator=torch_seed)))
+        self.generator = torch.Generator().manual_seed(next(seeds))
         self.iterations = 0
 
     def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
@@ -289,9 +287,7 @@ class RL2:
         return policy  # adaptation is in the RNN state; nothing is drawn
 
     def _sequence_inputs(self, batch: TrialBatch) -> dict[str, Tensor]:
-        def tensor(array: np.ndarray) -> Tensor:
-            return torch.from_numpy(array).to(self.device)
-
+        tensor = tensor_on(self.device)
         return {
             "inputs": self.net.augment(tensor(batch.obs).flatten(2), tensor(batch.previous(batch.actions)),
                                        tensor(batch.previous(batch.rewards)), tensor(batch.episode_start)),
@@ -313,11 +309,7 @@ class RL2:
     def _advantages(self, batch: TrialBatch, inputs: Tensor, values: Tensor | None) -> tuple[Tensor, Tensor]:
         """``(advantages, returns)`` ``[N, T]`` by GAE over trials or episodes, against the value head or a
         linear feature baseline fitted per task (row) to its discounted returns."""
-        cfg = self.config
-
-        def tensor(array: np.ndarray) -> Tensor:
-            return torch.from_numpy(array).to(self.device)
-
+        cfg, tensor = self.config, tensor_on(self.device)
         rewards, mask = tensor(batch.rewards), tensor(batch.valid).float()
         cut = tensor(trial_cuts(batch.valid) if cfg.gae_across_episodes
                      else episode_cuts(batch.valid, batch.episode_end))
@@ -346,13 +338,11 @@ class RL2:
             adv = advantages[index]
             if cfg.advantage_normalisation == "minibatch":
                 adv = normalise_advantages(adv, mask[index])
-            terms = ppo_loss(
-                log_prob, old_log_prob[index], adv, torch.zeros_like(log_prob) if values is None else values,
-                returns[index], entropy, weights[index], cfg.clip, cfg.value_coef, cfg.entropy_coef,
-            )
-            if values is None:  # the linear baseline is fitted by least squares, not by gradient
-                del terms["loss_value"]
-            return terms
+            weight = weights[index]
+            terms = [clipped_surrogate(log_prob, old_log_prob[index], adv, weight, cfg.clip)]
+            if values is not None:  # the linear baseline is fitted by least squares, not by gradient
+                terms.append(value_loss(values, returns[index], weight, cfg.value_coef))
+            return combine_terms(*terms, entropy_bonus(entropy, weight, cfg.entropy_coef))
 
         logs = ppo_update(
             loss_fn, batch.num_tasks, self.optimiser, list(self.net.parameters()), cfg.epochs, cfg.minibatches,
@@ -364,17 +354,8 @@ class RL2:
         return logs
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "config": asdict(self.config),
-            "net": devices.cpu_state(self.net.state_dict()),
-            "optimiser": devices.cpu_state(self.optimiser.state_dict()),
-            "generator": self.generator.get_state(),
-            "iterations": self.iterations,
-        }
+        return learner_state(self.config, self.net, self.generator, self.iterations, optimiser=self.optimiser)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])  # copies into the parameters, wherever they live
-        devices.refresh(self.acting_net, self.net)
-        self.optimiser.load_state_dict(state["optimiser"])  # moves the moments to the parameters' device
-        self.generator.set_state(state["generator"])
-        self.iterations = int(state["iterations"])
+        self.iterations = load_learner_state(state, self.net, self.acting_net, self.generator,
+                                             optimiser=self.optimiser)

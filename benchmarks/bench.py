@@ -358,7 +358,8 @@ def _exploration(algorithm: str, preset: str, **overrides: Any
 
 
 def _cache(sizes: Sizes) -> Measurement:
-    from algorithms.trmrl import PRESETS, Config, TrMRL, TrMRLPolicy, UncachedSliding
+    from algorithms.trmrl import PRESETS, Config, TrMRL, TrMRLPolicy
+    from benchmarks.baselines import UncachedSliding
 
     steps, tasks, episodes = sizes.cache_steps, sizes.tasks, 2
     info = MetaEnvInfo(gym.spaces.Box(-np.inf, np.inf, (17,), np.float32), gym.spaces.Box(-1, 1, (6,), np.float32),

@@ -2,9 +2,10 @@
 
 Run with ``pytest benchmarks/test_trmrl_throughput.py --benchmark-only -s``. One batched policy step over
 20 tasks with trial-spanning memory and a 400-step window, timed over the second episode (the window
-holds 200–400 tokens), cached (``SlidingCache``) vs recomputed (``UncachedSliding``, at evenly spaced
-steps). Target: cached ≤ 0.2 × uncached. TrMRL's sampling throughput (the paper's window attention and
-the cached sliding window) is in ``test_sampling_throughput.py``. Nothing is asserted about wall-clock time.
+holds 200–400 tokens), cached (``SlidingCache``) vs recomputed (``benchmarks.baselines.UncachedSliding``,
+at evenly spaced steps). Target: cached ≤ 0.2 × uncached. TrMRL's sampling throughput (the paper's window
+attention and the cached sliding window) is in ``test_sampling_throughput.py``. Nothing is asserted about
+wall-clock time.
 """
 
 from __future__ import annotations

@@ -22,22 +22,17 @@ from algorithms.maml import (
     MAML,
     PRESETS,
     Config,
-    MAMLPolicy,
-    PolicyNet,
     Rollouts,
     adapt_parameters,
     baseline_features,
     compute_advantages,
-    fit_linear_baseline,
-    log_prob_from,
     meta_objective,
-    policy_outputs,
-    stack,
-    steps_in_episode,
     to_rollouts,
-    trpo_step,
 )
+from algorithms.maml_policy import MAMLPolicy, PolicyNet, log_prob_from, policy_outputs, stack
+from algorithms.ppo import fit_linear_baseline, steps_since_start
 from algorithms.registry import learner_class
+from algorithms.trpo import trpo_step
 from harness.run.executors import run_local
 from harness.run.rollout import Sampler
 from harness.run.store import SuiteDir
@@ -326,7 +321,7 @@ def test_trpo_step_backtracks_and_reverts_on_an_exact_quadratic() -> None:
 
 def test_linear_feature_baseline_features_fit_and_advantages_by_hand() -> None:
     start = np.array([[True, False, False, True, False]])
-    assert steps_in_episode(start).tolist() == [[0, 1, 2, 0, 1]]
+    assert steps_since_start(start).tolist() == [[0, 1, 2, 0, 1]]
 
     features = baseline_features(torch.tensor([[[1.0], [-2.0], [20.0]]], dtype=torch.float64),
                                  torch.tensor([[0, 1, 2]]))

@@ -20,20 +20,9 @@ import torch
 
 import algorithms.maml as maml_module
 from algorithms.base import MetaEnvInfo, Task, TrialBatch
-from algorithms.maml import (
-    MAML,
-    PRESETS,
-    ActionNormalization,
-    Config,
-    MAMLPolicy,
-    adapt_parameters,
-    log_prob_from,
-    policy_outputs,
-    pool_trials,
-    stack,
-    steps_in_episode,
-    to_rollouts,
-)
+from algorithms.maml import MAML, PRESETS, Config, adapt_parameters, pool_trials, to_rollouts
+from algorithms.maml_policy import ActionNormalization, MAMLPolicy, log_prob_from, policy_outputs, stack
+from algorithms.ppo import steps_since_start
 from harness.run.rollout import Sampler
 from harness.tasks import family_class
 
@@ -101,7 +90,7 @@ def by_hand_advantages(batch: TrialBatch, rows_per_fit: int, discount: float) ->
     ``[obs, obs², t, t², t³, 1]`` (obs clipped to ±10, ``t`` = step in episode / 100) over all valid steps
     of each run of ``rows_per_fit`` consecutive rows; ``[N, T]``, zero on padding. Independent of the
     learner's code."""
-    returns, step = reward_to_go(batch, discount), steps_in_episode(batch.episode_start)
+    returns, step = reward_to_go(batch, discount), steps_since_start(batch.episode_start)
     out = np.zeros(returns.shape)
     for first in range(0, batch.valid.shape[0], rows_per_fit):
         rows = slice(first, first + rows_per_fit)

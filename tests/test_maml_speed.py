@@ -18,21 +18,9 @@ import torch
 
 import algorithms.maml as maml_module
 from algorithms.base import MetaEnvInfo
-from algorithms.maml import (
-    MAML,
-    PRESETS,
-    Config,
-    PolicyNet,
-    Rollouts,
-    adapt_parameters,
-    autograd_linearisation,
-    conjugate_gradient,
-    log_prob_from,
-    meta_linearisation,
-    meta_objective,
-    policy_outputs,
-    stack,
-)
+from algorithms.maml import MAML, PRESETS, Config, Rollouts, adapt_parameters, meta_linearisation, meta_objective
+from algorithms.maml_policy import PolicyNet, log_prob_from, policy_outputs, stack
+from algorithms.trpo import autograd_linearisation, conjugate_gradient
 from harness import seeding
 from harness.run.rollout import Sampler
 from harness.tasks import family_class, make_split

@@ -20,15 +20,14 @@ from algorithms.pearl import (
     PEARL,
     PRESETS,
     Config,
-    PEARLNets,
     PEARLPolicy,
-    TaskReplay,
     kl_to_unit_gaussian,
     pearl_loss,
     product_of_gaussians,
     tanh_gaussian_sample,
-    trial_transitions,
 )
+from algorithms.pearl_nets import PEARLNets
+from algorithms.pearl_replay import TaskReplay, trial_transitions
 from algorithms.registry import learner_class
 from harness import seeding
 from harness.run.executors import run_local

@@ -17,20 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import algorithms.pearl as pearl_module
+import algorithms.pearl_nets as pearl_nets
 from algorithms.pearl import (
-    ALIGN,
     PRESETS,
     Config,
-    PEARLNets,
-    batched_mlp,
     kl_to_unit_gaussian,
-    min_of_frozen_twins,
     pearl_loss,
     product_of_gaussians,
-    stacked_layers,
     tanh_gaussian_sample,
 )
+from algorithms.pearl_nets import ALIGN, PEARLNets, batched_mlp, min_of_frozen_twins, stacked_layers
 
 
 def _frozen(mlp_: nn.Sequential, *inputs: Tensor) -> Tensor:
@@ -153,7 +149,7 @@ def test_stacked_layers_pad_hidden_units_with_zeros_and_keep_the_function() -> N
 @pytest.mark.parametrize("gathers", [True, False], ids=["cpu_rows", "accelerator_masked"])
 def test_min_of_frozen_twins_backpropagates_as_torch_minimum_ties_included(gathers: bool,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pearl_module, "gathers_rows", lambda device: gathers)
+    monkeypatch.setattr(pearl_nets, "gathers_rows", lambda device: gathers)
     torch.manual_seed(0)
     config = Config(hidden_size=20, hidden_layers=3)
     nets = PEARLNets(3, 2, 6, config).double()  # Q input: 3 + 2 + latent 5

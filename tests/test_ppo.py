@@ -1,5 +1,5 @@
-"""PPO pieces against hand-computed answers: trial-aware GAE, cuts, the clipped loss, gradient isolation, the
-update's gradient clipping, and the linear feature baseline."""
+"""PPO pieces against hand-computed answers: trial-aware GAE, cuts, the clipped loss and its named terms,
+gradient isolation, the update's gradient clipping, and the linear feature baseline."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 
 from algorithms.ppo import (
+    clipped_surrogate,
+    entropy_bonus,
     episode_cuts,
     gae,
     linear_feature_values,
@@ -19,6 +21,7 @@ from algorithms.ppo import (
     ppo_update,
     steps_since_start,
     trial_cuts,
+    value_loss,
 )
 
 GAMMA, LAM = 0.9, 0.8  # γλ = 0.72
@@ -123,6 +126,23 @@ def test_ppo_loss_by_hand() -> None:
     # ∂loss_policy/∂log_prob_i = −ρ_i A_i / 5 where unclipped, 0 where the clip is active
     (grad,) = torch.autograd.grad(terms["loss_policy"], inputs["log_prob"])
     torch.testing.assert_close(grad, _t([0.0, -0.1, 0.3, 0.0, -0.44]))
+
+
+def test_ppo_loss_is_its_named_terms_the_losses_first_in_the_order_they_are_summed() -> None:
+    """``ppo_loss`` composes ``clipped_surrogate``, ``value_loss`` and ``entropy_bonus`` (MAML's PPO outer step
+    takes the surrogate alone); ``ppo_update`` sums the ``loss_*`` terms in the order they come."""
+    inputs = _loss_inputs()
+    terms = _loss(inputs)
+    assert list(terms) == ["loss_policy", "loss_value", "loss_entropy", "approx_kl", "clip_fraction"]
+    mask = inputs["mask"]
+    parts = {
+        **clipped_surrogate(inputs["log_prob"], inputs["old_log_prob"], inputs["advantages"], mask, CLIP),
+        **value_loss(inputs["values"], inputs["returns"], mask, VALUE_COEF),
+        **entropy_bonus(inputs["entropy"], mask, ENTROPY_COEF),
+    }
+    assert sorted(parts) == sorted(terms)
+    for key, value in parts.items():
+        assert torch.equal(terms[key], value), key
 
 
 def test_ppo_loss_equal_log_probs() -> None:

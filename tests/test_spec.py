@@ -273,6 +273,16 @@ def test_exact_message_for_negative_lr_without_family_overrides() -> None:
     assert spec_errors(quickstart(bad_lr)) == ["algorithms[0].config.lr: must be > 0"]
 
 
+def test_a_misspelt_option_names_the_values_it_allows() -> None:
+    """A learner's string options are ``Literal`` types: the spec checks them against the values they allow."""
+
+    def bad_cell(d: dict[str, Any]) -> None:
+        d["algorithms"][0]["config"] = {"cell": "grux"}
+        del d["algorithms"][0]["families"]
+
+    assert spec_errors(quickstart(bad_cell)) == ["algorithms[0].config.cell: Input should be 'gru' or 'lstm'"]
+
+
 # --- files --------------------------------------------------------------------------------------------
 
 

@@ -15,17 +15,9 @@ import torch
 
 from algorithms.base import MetaEnvInfo
 from algorithms.registry import learner_class
-from algorithms.trmrl import (
-    Config,
-    TrMRL,
-    TrMRLNet,
-    TrMRLPolicy,
-    UncachedSliding,
-    gather_windows,
-    span_positions,
-    tfixup_scales,
-    value_terms,
-)
+from algorithms.trmrl import Config, TrMRL, TrMRLPolicy, gather_windows, span_positions, value_terms
+from algorithms.trmrl_net import TrMRLNet, tfixup_scales
+from benchmarks.baselines import UncachedSliding
 from harness.run.executors import run_local
 from harness.run.store import SuiteDir
 from harness.spec.suite import parse_suite
@@ -69,7 +61,7 @@ def full_features(net: TrMRLNet, tokens: torch.Tensor, start: np.ndarray) -> tor
 
 def stepwise_features(net: TrMRLNet, tokens: torch.Tensor, start: np.ndarray, cached: bool = True) -> torch.Tensor:
     """Features from the sampling-time memory, one step at a time, as the policy computes them."""
-    policy = TrMRLPolicy(net, torch.Generator(), cached=cached)
+    policy = TrMRLPolicy(net, torch.Generator(), memory=None if cached else UncachedSliding(net))
     policy.reset(np.ones(len(start), bool))
     out = []
     with torch.no_grad():
