@@ -304,6 +304,26 @@ def cmd_regress(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.run.store import RunStatus, SuiteDir
+
+    source, target = SuiteDir(args.results_dir), SuiteDir(args.out)
+    if not source.exists():
+        return _fail(f"{source.path} is not a results directory (no suite.yaml)")
+    if target.path.resolve() == source.path.resolve():
+        return _fail("--out: must differ from the results directory")
+    if target.path.exists() and not target.exists():
+        return _fail(f"--out {target.path}: exists and is not a results directory; choose another")
+    unfinished = [m for m in source.manifests() if m.get("status") != RunStatus.DONE]
+    if unfinished and not args.partial:
+        return _fail(f"{len(unfinished)} run(s) not done (e.g. {unfinished[0]['algorithm']}/{unfinished[0]['family']}"
+                     f"/seed={unfinished[0]['seed']}: {unfinished[0].get('status')}); finish them, or pass --partial")
+    runs = source.copy_to(target, timings=True)
+    size = sum(path.stat().st_size for path in target.path.rglob("*") if path.is_file())
+    print(f"{runs} runs exported to {target.path} ({size / 2**20:.1f} MiB, no checkpoints)")
+    return 0
+
+
 def cmd_figures(args: argparse.Namespace) -> int:
     from harness.analysis.figures import make_figures
 
@@ -413,6 +433,13 @@ def main(argv: list[str] | None = None) -> int:
                          help="band widening: a fraction of the reference's learning progress (default: %(default)s)")
     regress.add_argument("--update", action="store_true", help="write the new results as the reference instead")
     regress.set_defaults(handler=cmd_regress)
+
+    export = commands.add_parser("export", help="copy a results directory's rows, manifests, spec and splits "
+                                                "(no checkpoints) to commit them, e.g. under results/reference/")
+    export.add_argument("results_dir")
+    export.add_argument("out", help="where to write the copy (replaced if it is a results directory)")
+    export.add_argument("--partial", action="store_true", help="export even if some runs are not done")
+    export.set_defaults(handler=cmd_export)
 
     figures = commands.add_parser("figures", help="regenerate the TrMRL paper's figures from suites/paper.yaml results")
     figures.add_argument("--results", default="results/paper", help="results directory (default: %(default)s)")

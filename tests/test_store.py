@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from harness.cli import main
 from harness.run.executors import prepare, run_local
 from harness.run.runner import execute
-from harness.run.store import RunStatus, SuiteDir, SuiteMismatchError
+from harness.run.store import RunKey, RunStatus, SuiteDir, SuiteMismatchError
 from harness.spec.splits import build_splits, splits_payload
 from harness.spec.suite import parse_suite
 
@@ -68,3 +69,20 @@ def test_copy_to_keeps_the_numbers_and_drops_checkpoints_and_timings(tmp_path: P
     [manifest] = target.manifests()
     assert manifest["status"] == RunStatus.DONE and not {"started_at", "finished_at", "updated_at"} & set(manifest)
     assert json.loads((target.run_dirs()[0] / "manifest.json").read_text())["status"] == "done"  # plain text
+
+
+def test_export_copies_a_finished_suite_with_its_timings_and_refuses_an_unfinished_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    source = SuiteDir(tmp_path / "run")
+    assert run_local(parse_suite(bandit_suite(env_steps=2_000)), source.path, workers=1).ok
+    assert main(["export", str(source.path), str(tmp_path / "out")]) == 0
+    assert "1 runs exported" in capsys.readouterr().out
+    out = SuiteDir(tmp_path / "out")
+    assert out.results().equals(source.results())  # wall_s kept: what the runs cost
+    assert "finished_at" in out.manifests()[0] and not list(out.path.glob("runs/**/checkpoint.pt"))
+
+    source.run(RunKey("rl2", "bandit", 0)).update_manifest(status=RunStatus.RUNNING)
+    assert main(["export", str(source.path), str(tmp_path / "out")]) == 2
+    assert "1 run(s) not done (e.g. rl2/bandit/seed=0: running)" in capsys.readouterr().err
+    assert main(["export", str(source.path), str(tmp_path / "out"), "--partial"]) == 0
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2

@@ -298,10 +298,12 @@ class SuiteDir:
         """Every run's manifest."""
         return [json.loads((d / "manifest.json").read_text()) for d in self.run_dirs()]
 
-    def copy_to(self, target: SuiteDir) -> int:
-        """Copy the spec, splits, manifests and rows to ``target`` (replacing what is there), without checkpoints
-        or timings (start/finish times, ``wall_s``), so that a committed copy changes only with its numbers; its
-        ``tasks.json`` is written without indentation (half the size: large splits are megabytes).
+    def copy_to(self, target: SuiteDir, timings: bool = False) -> int:
+        """Copy the spec, splits, manifests and rows to ``target`` (replacing what is there), without checkpoints;
+        its ``tasks.json`` is written without indentation (half the size: large splits are megabytes).
+
+        ``timings``: keep the manifests' start/finish times and the rows' ``wall_s`` (what a run cost); without
+        them (regression references) a committed copy changes only with its numbers.
         Returns the number of runs copied."""
         if target.path.exists():
             shutil.rmtree(target.path)
@@ -312,12 +314,13 @@ class SuiteDir:
             copy = target.path / run_dir.relative_to(self.path)
             copy.mkdir(parents=True)
             manifest = json.loads((run_dir / "manifest.json").read_text())
-            for volatile in ("started_at", "finished_at", "updated_at"):
+            for volatile in () if timings else ("started_at", "finished_at", "updated_at"):
                 manifest.pop(volatile, None)
             (copy / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             if (run_dir / "progress.parquet").exists():
                 rows = pd.read_parquet(run_dir / "progress.parquet")
-                rows["wall_s"] = 0.0
+                if not timings:
+                    rows["wall_s"] = 0.0
                 rows.to_parquet(copy / "progress.parquet", index=False)
         return len(self.run_dirs())
 
