@@ -4,13 +4,23 @@ The only module that knows the list. It sits above the contract (``algorithms.ba
 and imports a learner's module the first time its class is asked for, so importing the registry (or the
 contract) imports no learner. Tests add learners of their own with ``registered``, which restores the
 registry when its block ends.
+
+A name is, in the order looked up: a built-in learner (``BUILTIN_LEARNERS``); a name an installed package
+registers in the entry-point group ``metarl_harness.learners`` (``reinforce_counts =
+"metarl_example.learner:ReinforceCounts"`` in its ``pyproject.toml``); or an import path
+``"module:Class"`` of a class defined outside the repository, as Gymnasium's entry points are spelled.
+``learner_source`` says which class an external name resolves to, so a suite can record it.
+``import_object`` and ``entry_point_paths`` are shared with the task-family registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.metadata
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from algorithms.base import LearnerClass
 
@@ -23,28 +33,129 @@ BUILTIN_LEARNERS: dict[str, str] = {
     "trmrl": "algorithms.trmrl:TrMRL",
 }
 
+#: The entry-point group through which installed packages register learners.
+LEARNER_ENTRY_POINTS = "metarl_harness.learners"
+
 #: Learners added for the length of a ``registered`` block (tests' fakes).
 _added: dict[str, LearnerClass] = {}
 
 
+class LookupFailed(KeyError):
+    """A name names nothing usable: it is unknown, its module does not import, or what it names does not meet
+    the protocol. ``args[0]`` is one line saying which (a ``KeyError``, so ``except KeyError`` catches it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def is_import_path(name: str) -> bool:
+    """Whether ``name`` is spelled ``"module:Class"`` (registered names have no colon)."""
+    return ":" in name
+
+
+def import_object(path: str) -> Any:
+    """The object an import path ``"package.module:Attribute"`` names (``Attribute`` may be dotted).
+
+    Raises:
+        LookupFailed: the path is malformed, the module does not import (whatever it raised, on one line),
+            or it has no such attribute.
+    """
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise LookupFailed(f"{path!r} is not an import path 'package.module:Class'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as e:  # a missing module, or any error the module raises while it is imported
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        kind = "" if isinstance(e, ImportError) else f"{type(e).__name__}: "
+        raise LookupFailed(f"cannot import {module_name!r}: {kind}{reason}") from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise LookupFailed(f"module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    return target
+
+
+def entry_point_paths(group: str) -> dict[str, str]:
+    """Every name registered in the entry-point ``group`` by an installed package, as name → ``"module:attr"``.
+
+    Raises:
+        LookupFailed: two packages register one name with different targets.
+    """
+    paths: dict[str, str] = {}
+    for point in importlib.metadata.entry_points(group=group):
+        path = f"{point.module}:{point.attr}"
+        if paths.setdefault(point.name, path) != path:
+            raise LookupFailed(f"{point.name!r} is registered twice in entry-point group {group}: "
+                               f"{paths[point.name]} and {path}")
+    return paths
+
+
+def _learner_problem(cls: Any) -> str | None:
+    """Why ``cls`` is not a learner class the harness can configure (``LearnerClass``), or None."""
+    if not isinstance(cls, type):
+        return f"is a {type(cls).__name__}, not a class"
+    missing = [member for member in ("name", "Config", "presets", "acts_on") if not hasattr(cls, member)]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    if not isinstance(cls.name, str) or not cls.name:
+        return "its name is not a non-empty string"
+    if not (isinstance(cls.Config, type) and dataclasses.is_dataclass(cls.Config)
+            and cls.Config.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        return "its Config is not a frozen dataclass"
+    if not isinstance(cls.presets, dict):
+        return "its presets is not a dict of preset name → config overrides"
+    return None
+
+
+def _resolve(name: str) -> tuple[str | None, LearnerClass]:
+    """``(import path or None for a built-in or added learner, class)``."""
+    if name in _added:
+        return None, _added[name]
+    if name in BUILTIN_LEARNERS:
+        module, _, attribute = BUILTIN_LEARNERS[name].partition(":")
+        return None, getattr(importlib.import_module(module), attribute)
+    if is_import_path(name):
+        path = name
+    else:
+        registered_paths = entry_point_paths(LEARNER_ENTRY_POINTS)
+        if name not in registered_paths:
+            raise LookupFailed(f"unknown algorithm {name!r}; known: {', '.join(learner_names())}")
+        path = registered_paths[name]
+    cls = import_object(path)
+    problem = _learner_problem(cls)
+    if problem:
+        raise LookupFailed(f"{path} is not a learner class: {problem} (algorithms/base.py, LearnerClass)")
+    if not is_import_path(name) and cls.name != name:
+        raise LookupFailed(f"entry point {name!r} names {path}, whose name is {cls.name!r}; they must agree")
+    return path, cls
+
+
 def learner_names() -> list[str]:
-    """The names ``learner_class`` accepts, sorted."""
-    return sorted({*BUILTIN_LEARNERS, *_added})
+    """The registered names ``learner_class`` accepts (built-in, added, and installed packages'), sorted; any
+    ``"module:Class"`` import path of a learner class is accepted too."""
+    return sorted({*BUILTIN_LEARNERS, *_added, *entry_point_paths(LEARNER_ENTRY_POINTS)})
 
 
 def learner_class(name: str) -> LearnerClass:
-    """The learner class registered as ``name``, its module imported on first use.
+    """The learner class ``name`` names (a registered name or a ``"module:Class"`` import path), its module
+    imported on first use.
 
     Raises:
-        KeyError: ``name`` is not registered; the message lists the names that are.
+        LookupFailed: (a ``KeyError``) ``name`` is not registered (the message lists the names that are), its
+            module does not import, or it names something that is not a learner class.
     """
-    if name in _added:
-        return _added[name]
-    try:
-        module, _, attribute = BUILTIN_LEARNERS[name].partition(":")
-    except KeyError:
-        raise KeyError(f"unknown algorithm {name!r}; known: {', '.join(learner_names())}") from None
-    return getattr(importlib.import_module(module), attribute)
+    return _resolve(name)[1]
+
+
+def learner_source(name: str) -> str | None:
+    """The import path ``"module:Class"`` of an external learner (an installed package's entry point, or an
+    import path itself); None for a built-in learner or one added by ``registered``.
+
+    Raises:
+        LookupFailed: as ``learner_class``.
+    """
+    return _resolve(name)[0]
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""``python -m harness``: run, validate, estimate, status, report, regress, figures, import-garage, bench, tasks."""
+"""``python -m harness``: run, validate, estimate, status, report, regress, figures, import-garage, bench, tasks,
+check-learner."""
 
 from __future__ import annotations
 
@@ -378,6 +379,30 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_learner(args: argparse.Namespace) -> int:
+    from harness.run.conformance import check_learner
+
+    config: dict[str, Any] = {}
+    for item in args.config:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return _fail(f"--config {item}: expected key=value (the value in YAML, e.g. hidden_sizes=[16,16])")
+        config[key] = yaml.safe_load(value)
+    if args.learn_env_steps is not None and args.learn_env_steps < 1:
+        return _fail("--learn-env-steps: must be >= 1")
+
+    def progress(result: Any) -> None:
+        print(f"check-learner: {result.check}: {result.status}", file=sys.stderr, flush=True)
+
+    try:
+        report = check_learner(args.learner, args.family, args.quick, args.preset,
+                               config if args.config or args.preset else None, args.learn_env_steps, log=progress)
+    except KeyError as e:  # the name does not import, or is not a learner class: one line
+        return _fail(f"check-learner {args.learner}: {e.args[0]}")
+    print(report.table())
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness", description="Meta-RL benchmark harness.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -458,6 +483,19 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.bench import register as register_bench
 
     register_bench(commands)  # `bench`: throughput ratios on this machine (benchmarks/bench.py)
+
+    check = commands.add_parser(
+        "check-learner", help="the conformance kit: does a learner keep the contract (algorithms/base.py) and learn?")
+    check.add_argument("learner", help="a registered learner name (rl2) or an import path (my_pkg.learners:MyLearner)")
+    check.add_argument("--family", default=None,
+                       help="family to run on (default: bandit, or point_nav for a learner of continuous actions)")
+    check.add_argument("--quick", action="store_true", help="skip the learning check (seconds, not a minute)")
+    check.add_argument("--preset", default=None, help="the learner's preset (default: a small built-in setting)")
+    check.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                       help="config override, repeatable (the value in YAML: lr=0.01, hidden_sizes=[16,16])")
+    check.add_argument("--learn-env-steps", type=int, default=None,
+                       help="the learning check's budget (default: 100000, or the built-in learner's)")
+    check.set_defaults(handler=cmd_check_learner)
 
     tasks = commands.add_parser("tasks", help="list task families, or describe one")
     tasks.add_argument("family", nargs="?")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import time
@@ -479,8 +480,12 @@ def _check_feasible(suite: Suite, contexts: list[RunContext], cluster: dict[str,
                 )
 
 
-def _ray_execute(context: RunContext) -> dict[str, Any]:
-    return execute(context)
+def _ray_execute(context: bytes, driver_path: list[str]) -> dict[str, Any]:
+    """``execute`` in a Ray worker. The driver's ``sys.path`` entries the worker lacks are appended before the
+    context is unpickled, as multiprocessing's spawn does for the local pool: a learner or family defined
+    outside the repository (``module:Class``), importable in the driver, imports here the same way."""
+    sys.path.extend(entry for entry in driver_path if entry not in sys.path)
+    return execute(pickle.loads(context))
 
 
 class _RayBackend:
@@ -505,7 +510,7 @@ class _RayBackend:
             resources = self.suite.algorithm(context.key.algorithm).spec.resources
             cpus, gpus = resources.cpus, resources.gpus
         options = {"num_cpus": cpus, "num_gpus": gpus, "max_retries": 0, "name": context.key.label}
-        self.refs[self.remote.options(**options).remote(context)] = context
+        self.refs[self.remote.options(**options).remote(pickle.dumps(context), list(sys.path))] = context
 
     def poll(self, timeout: float) -> list[tuple[RunContext, dict[str, Any]]]:
         if not self.refs:

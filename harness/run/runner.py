@@ -10,6 +10,8 @@ algorithm of a suite sees the same meta-batches' randomness, environment seeds a
 from __future__ import annotations
 
 import copy
+import importlib
+import importlib.metadata
 import os
 import signal
 import socket
@@ -136,7 +138,7 @@ def training(suite: Suite, key: RunKey) -> Training:
                          Protocol(family.episodes_per_trial, suite.spec.evaluation.deterministic))  # fmt: skip
     algorithm = suite.algorithm(key.algorithm)
     budget, every = algorithm.budget(family)
-    return Training(family.family, learner_class(algorithm.spec.name), algorithm.config_for(family.key), budget,
+    return Training(family.family, learner_class(algorithm.learner), algorithm.config_for(family.key), budget,
                      every, algorithm.protocol_for(family.key))  # fmt: skip
 
 
@@ -166,13 +168,16 @@ def _snapshot(learner: Any) -> dict[str, Any]:
     return copy.deepcopy(learner.state_dict())
 
 
-def _differences(before: Any, after: Any, path: str = "") -> list[str]:
+def state_differences(before: Any, after: Any, path: str = "") -> list[str]:
+    """The key paths (``net.weight``, ``buffers[2]``) where two state dicts differ: tensors and arrays compared
+    exactly, with their shapes and dtypes."""
     if isinstance(before, dict) and isinstance(after, dict):
         keys = sorted(set(before) | set(after), key=str)
-        return [d for k in keys for d in _differences(before.get(k), after.get(k), f"{path}.{k}" if path else str(k))]
+        return [d for k in keys
+                for d in state_differences(before.get(k), after.get(k), f"{path}.{k}" if path else str(k))]
     if isinstance(before, (list, tuple)) and isinstance(after, (list, tuple)) and len(before) == len(after):
         pairs = enumerate(zip(before, after, strict=True))
-        return [d for i, (b, a) in pairs for d in _differences(b, a, f"{path}[{i}]")]
+        return [d for i, (b, a) in pairs for d in state_differences(b, a, f"{path}[{i}]")]
     if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
         same = before.shape == after.shape and before.dtype == after.dtype and torch.equal(before, after)
         return [] if same else [path]
@@ -186,7 +191,7 @@ class EvaluationChangedLearner(RuntimeError):
 
 
 def _check_unchanged(before: dict[str, Any], after: dict[str, Any], key: RunKey, env_steps: int) -> None:
-    changed = _differences(before, after)
+    changed = state_differences(before, after)
     if changed:
         raise EvaluationChangedLearner(
             f"{key.algorithm}: the evaluation at {env_steps} env steps changed the learner's state_dict at "
@@ -348,6 +353,29 @@ def learner_keys(suite: Suite) -> list[RunKey]:
     ]
 
 
+def _origin(path: str) -> dict[str, Any]:
+    """Where the class at ``path`` (``"module:Class"``) came from: the path, the module's file, and the installed
+    distribution that provides its top-level package (``"name version"``), if one does."""
+    module = path.partition(":")[0]
+    top = module.split(".")[0]
+    distributions = importlib.metadata.packages_distributions().get(top, [])
+    return {"import_path": path, "file": getattr(importlib.import_module(module), "__file__", None),
+            "distribution": " ".join((distributions[0], importlib.metadata.version(distributions[0])))
+            if distributions else None}
+
+
+def external_origins(suite: Suite, key: RunKey) -> dict[str, Any]:
+    """What a run's manifest records of the learner and family it runs when they are defined outside the
+    repository (``external_learner``, ``external_family``: ``_origin``); nothing for built-in ones."""
+    origins = {}
+    family = suite.family(key.family)
+    if family.source is not None:
+        origins["external_family"] = _origin(family.source)
+    if key.kind == "learner" and (source := suite.algorithm(key.algorithm).source) is not None:
+        origins["external_learner"] = _origin(source)
+    return origins
+
+
 def execute(context: RunContext, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run one attempt of one run in this process, isolating failures.
 
@@ -387,7 +415,7 @@ def _execute_locked(context: RunContext, store: RunStore, progress: Callable[[di
         status=RunStatus.RUNNING, spec_hash=context.spec_hash, tasks_hash=context.tasks_hash, commit=git_commit(),
         versions=package_versions(), started_at=time.time(), error=None,
         attempts=(manifest or {}).get("attempts", 0) + 1, host=socket.gethostname(), pid=os.getpid(),
-        torch_threads=context.torch_threads,
+        torch_threads=context.torch_threads, **external_origins(context.suite, key),
     )
     try:
         if not is_trained(context.suite, key):

@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from algorithms.registry import learner_class
+from algorithms.registry import is_import_path, learner_class, learner_source
 from harness import tasks as task_families
 from harness.references import TRAINED_REFERENCE_LEARNER, references_for, trained_references
 from harness.tasks.base import FamilyParams, TaskFamily
@@ -65,8 +65,10 @@ class ReferenceTrainingSpec(_Strict):
 
 
 class FamilySpec(_Strict):
-    name: str = Field(description="registered task family name")
-    id: str | None = Field(None, description="unique id within the suite (default: name)")
+    name: str = Field(description="registered task family name, or the import path 'module:Class' of one defined "
+                      "outside the repository")
+    id: str | None = Field(None, description="unique id within the suite (default: name; for an import path, the "
+                           "class's name)")
     params: dict[str, Any] = Field(default_factory=dict, description="the family's parameters")
     split: SplitSpec
     episodes_per_trial: PositiveInt | None = Field(None, description="default: the family's")
@@ -120,8 +122,10 @@ class ResourcesSpec(_Strict):
 
 
 class AlgorithmSpec(_Strict):
-    name: str = Field(description="registered algorithm name")
-    id: str | None = Field(None, description="unique id within the suite (default: name)")
+    name: str = Field(description="registered algorithm name, or the import path 'module:Class' of a learner "
+                      "defined outside the repository")
+    id: str | None = Field(None, description="unique id within the suite (default: name; for an import path, the "
+                           "class's name)")
     preset: str | None = Field(None, description="named hyperparameter preset of the algorithm")
     config: dict[str, Any] = Field(default_factory=dict, description="overrides on top of the preset")
     families: dict[str, AlgorithmOverride] = Field(
@@ -223,6 +227,9 @@ class ResolvedFamily:
     #: The trained references' learner config and (env steps, eval every), where ``references`` names one.
     reference_config: Any = None
     reference_budget: tuple[int, int] | None = None
+    #: An external family's class as ``"module:Class"`` (``harness.tasks.registry.family_source``); None for
+    #: a built-in one.
+    source: str | None = None
 
     @property
     def key(self) -> str:
@@ -245,6 +252,14 @@ class ResolvedAlgorithm:
     spec: AlgorithmSpec
     configs: dict[str, Any]  # family id -> learner config
     protocols: dict[str, Protocol]  # family id -> evaluation protocol
+    #: An external learner's class as ``"module:Class"`` (``algorithms.registry.learner_source``); None for a
+    #: built-in one. Workers import the learner from it, so they run the class the suite was validated with.
+    source: str | None = None
+
+    @property
+    def learner(self) -> str:
+        """What ``learner_class`` is asked for: the import path of an external learner, else its name."""
+        return self.source or self.spec.name
 
     @property
     def key(self) -> str:
@@ -300,6 +315,8 @@ class Suite:
                                                                                      family.spec.references)),
                                                "config": dataclasses.asdict(family.reference_config),
                                                "budget": list(family.reference_budget or ())}
+            if family.source is not None:  # external names only: built-in suites hash as they always did
+                entry["import_path"] = family.source
             entry.update(
                 id=family.key,
                 params=family.family.params.model_dump(mode="json"),
@@ -313,6 +330,8 @@ class Suite:
             entry.pop("config")
             entry.pop("families")
             entry.pop("evaluation")
+            if algorithm.source is not None:  # external names only: built-in suites hash as they always did
+                entry["import_path"] = algorithm.source
             entry.update(
                 id=algorithm.key,
                 configs={k: dataclasses.asdict(c) for k, c in algorithm.configs.items()},
@@ -533,6 +552,25 @@ def _with_reference_training(family: ResolvedFamily, path: str) -> tuple[Resolve
     return dataclasses.replace(family, reference_config=config, reference_budget=budget), []
 
 
+def _default_ids(spec: SuiteSpec) -> SuiteSpec:
+    """``spec`` with the class's ``name`` as the ``id`` of every entry named by an import path and given none, so
+    that ``my_pkg.learners:MyLearner`` reads, and files its runs, as ``my_learner``. A name that does not resolve
+    keeps no id; it is reported where the entry is resolved."""
+    def with_ids(entries: list[Any], lookup: Any) -> list[Any]:
+        named = []
+        for entry in entries:
+            if entry.id is None and is_import_path(entry.name):
+                try:
+                    entry = entry.model_copy(update={"id": lookup(entry.name).name})
+                except KeyError:
+                    pass
+            named.append(entry)
+        return named
+
+    return spec.model_copy(update={"families": with_ids(spec.families, task_families.family_class),
+                                   "algorithms": with_ids(spec.algorithms, learner_class)})
+
+
 def _duplicates(keys: list[str]) -> list[str]:
     return sorted({k for k in keys if keys.count(k) > 1})
 
@@ -550,6 +588,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
     except ValidationError as e:
         raise SpecError(source, _pydantic_errors(e)) from None
 
+    spec = _default_ids(spec)
     errors: list[str] = []
     families: list[ResolvedFamily] = []
     for i, entry in enumerate(spec.families):
@@ -564,6 +603,7 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
             episodes_per_trial=entry.episodes_per_trial or family.default_episodes_per_trial,
             env_steps=entry.env_steps or spec.budget.env_steps,
             eval_every_env_steps=entry.eval_every_env_steps or spec.evaluation.every_env_steps,
+            source=task_families.family_source(entry.name),
         )
         if resolved.env_steps < resolved.steps_per_iteration:
             where = f"{path}.env_steps" if entry.env_steps else "budget.env_steps"
@@ -605,7 +645,8 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         if not problems:
             protocols, problems = _protocols(entry, configs, families, spec, f"algorithms[{i}]")
             errors += problems
-            algorithms.append(ResolvedAlgorithm(spec=entry, configs=configs, protocols=protocols))
+            algorithms.append(ResolvedAlgorithm(spec=entry, configs=configs, protocols=protocols,
+                                                source=learner_source(entry.name)))
         for family in families:
             override = entry.families.get(family.key)
             if override and override.env_steps and override.env_steps < family.steps_per_iteration:

@@ -3,15 +3,23 @@
 The only module that knows the list. It imports a family's module the first time its class is asked for,
 so importing it (or ``harness.tasks``) loads neither MuJoCo nor Meta-World. Tests add families of their own
 with ``registered_family``, which restores the registry when its block ends.
+
+As for learners (``algorithms.registry``), a name is a built-in family, a name an installed package
+registers in the entry-point group ``metarl_harness.families``, or an import path ``"module:Class"`` of a
+``TaskFamily`` subclass defined outside the repository; ``family_source`` says which class an external
+name resolves to.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from harness.tasks.base import TaskFamily
+from algorithms.registry import LookupFailed, entry_point_paths, import_object, is_import_path
+from harness.tasks.base import FamilyParams, TaskFamily
 
 #: Every built-in family, as suite name → ``"module:Class"``; the class's ``name`` is its key here.
 BUILTIN_FAMILIES: dict[str, str] = {
@@ -30,28 +38,73 @@ BUILTIN_FAMILIES: dict[str, str] = {
     "walker_params": "harness.tasks.locomotion:WalkerParamsFamily",
 }
 
+#: The entry-point group through which installed packages register task families.
+FAMILY_ENTRY_POINTS = "metarl_harness.families"
+
 #: Families added for the length of a ``registered_family`` block (tests' fakes).
 _added: dict[str, type[TaskFamily]] = {}
 
 
+def _family_problem(cls: Any) -> str | None:
+    """Why ``cls`` is not a usable ``TaskFamily`` subclass, or None."""
+    if not (isinstance(cls, type) and issubclass(cls, TaskFamily)):
+        return "not a subclass of harness.tasks.base.TaskFamily"
+    if inspect.isabstract(cls):
+        return f"it does not implement {', '.join(sorted(cls.__abstractmethods__))}"
+    if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+        return "its name is not a non-empty string"
+    if not (isinstance(getattr(cls, "Params", None), type) and issubclass(cls.Params, FamilyParams)):
+        return "its Params is not a subclass of harness.tasks.base.FamilyParams"
+    return None
+
+
+def _resolve(name: str) -> tuple[str | None, type[TaskFamily]]:
+    """``(import path or None for a built-in or added family, class)``."""
+    if name in _added:
+        return None, _added[name]
+    if name in BUILTIN_FAMILIES:
+        module, _, attribute = BUILTIN_FAMILIES[name].partition(":")
+        return None, getattr(importlib.import_module(module), attribute)
+    if is_import_path(name):
+        path = name
+    else:
+        registered_paths = entry_point_paths(FAMILY_ENTRY_POINTS)
+        if name not in registered_paths:
+            raise LookupFailed(f"unknown task family {name!r}; known: {', '.join(family_names())}")
+        path = registered_paths[name]
+    cls = import_object(path)
+    problem = _family_problem(cls)
+    if problem:
+        raise LookupFailed(f"{path} is not a task family: {problem}")
+    if not is_import_path(name) and cls.name != name:
+        raise LookupFailed(f"entry point {name!r} names {path}, whose name is {cls.name!r}; they must agree")
+    return path, cls
+
+
 def family_names() -> list[str]:
-    """The names ``family_class`` accepts, sorted."""
-    return sorted({*BUILTIN_FAMILIES, *_added})
+    """The registered names ``family_class`` accepts (built-in, added, and installed packages'), sorted; any
+    ``"module:Class"`` import path of a family class is accepted too."""
+    return sorted({*BUILTIN_FAMILIES, *_added, *entry_point_paths(FAMILY_ENTRY_POINTS)})
 
 
 def family_class(name: str) -> type[TaskFamily]:
-    """The family registered as ``name``, its module imported on first use.
+    """The family ``name`` names (a registered name or a ``"module:Class"`` import path), its module imported on
+    first use.
 
     Raises:
-        KeyError: ``name`` is not registered; the message lists the names that are.
+        LookupFailed: (a ``KeyError``) ``name`` is not registered (the message lists the names that are), its
+            module does not import, or it names something that is not a task family.
     """
-    if name in _added:
-        return _added[name]
-    try:
-        module, _, attribute = BUILTIN_FAMILIES[name].partition(":")
-    except KeyError:
-        raise KeyError(f"unknown task family {name!r}; known: {', '.join(family_names())}") from None
-    return getattr(importlib.import_module(module), attribute)
+    return _resolve(name)[1]
+
+
+def family_source(name: str) -> str | None:
+    """The import path ``"module:Class"`` of an external family; None for a built-in or added one.
+
+    Raises:
+        LookupFailed: as ``family_class``.
+    """
+    return _resolve(name)[0]
 
 
 @contextmanager
