@@ -230,23 +230,3 @@ def test_the_example_suite_runs_in_spawned_workers_and_its_learner_beats_random_
     assert {m["pid"] for m in SuiteDir(tmp_path).manifests()} - {os.getpid()}  # not run in this process
     text = report(tmp_path).read_text()
     assert "| gaussian_bandit | reinforce_counts |" in text and "| gaussian_bandit | rl2 |" in text
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("example")
-def test_ray_workers_import_an_external_learner_from_the_drivers_path(tmp_path: Path) -> None:
-    """The example is on the driver's ``sys.path`` only (not ``PYTHONPATH``): Ray's workers get the driver's
-    path entries before they unpickle the run (≈ 10 s: a local Ray instance starts)."""
-    import ray  # the `ray` extra, which the README's test command installs
-
-    from harness.run.executors import run_ray
-
-    assert "metarl_example" not in os.environ.get("PYTHONPATH", "")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    try:
-        outcome = run_ray(parse_suite(suite()), tmp_path, stream=io.StringIO())
-    finally:
-        ray.shutdown()
-    assert outcome.ok, outcome.failed
-    manifest = RunStore(tmp_path, RunKey("reinforce_counts", "gaussian_bandit", 0)).manifest() or {}
-    assert manifest["status"] == "done" and manifest["external_learner"]["import_path"] == LEARNER

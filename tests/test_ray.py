@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 import pytest
 import ray
+from test_external import EXAMPLE, LEARNER
+from test_external import suite as external_suite
 from test_faults import KEY, bandit_suite, comparable, iteration, uninterrupted, wait_for
 from test_runner import tiny_suite
 
@@ -81,3 +83,15 @@ def test_resources_become_the_ray_task_request_and_the_torch_threads(tmp_path: P
     # Ray would queue the task forever; the harness must not hang silently: it refuses up front
     with pytest.raises(ValueError, match=r"resources: each run asks for 1 GPU but the Ray cluster has 0"):
         run_ray(parse_suite(too_big), tmp_path / "gpu", stream=io.StringIO())
+
+
+def test_ray_workers_import_an_external_learner_from_the_drivers_path(tmp_path: Path, local_ray: None,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example package is on the driver's ``sys.path`` only (not ``PYTHONPATH``), put there after the Ray
+    workers started: they get the driver's path entries with each run, before they unpickle it."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    assert "metarl_example" not in os.environ.get("PYTHONPATH", "")
+    outcome = run_ray(parse_suite(external_suite()), tmp_path, stream=io.StringIO())
+    assert outcome.ok, outcome.failed
+    manifest = RunStore(tmp_path, RunKey("reinforce_counts", "gaussian_bandit", 0)).manifest() or {}
+    assert manifest["status"] == "done" and manifest["external_learner"]["import_path"] == LEARNER
