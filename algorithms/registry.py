@@ -10,7 +10,7 @@ registers in the entry-point group ``metarl_harness.learners`` (``reinforce_coun
 "metarl_example.learner:ReinforceCounts"`` in its ``pyproject.toml``); or an import path
 ``"module:Class"`` of a class defined outside the repository, as Gymnasium's entry points are spelled.
 ``learner_source`` says which class an external name resolves to, so a suite can record it.
-``import_object`` and ``entry_point_paths`` are shared with the task-family registry.
+``resolve_name`` (the look-up itself) and ``entry_point_paths`` are shared with the task-family registry.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -108,27 +108,47 @@ def _learner_problem(cls: Any) -> str | None:
     return None
 
 
-def _resolve(name: str) -> tuple[str | None, LearnerClass]:
-    """``(import path or None for a built-in or added learner, class)``."""
-    if name in _added:
-        return None, _added[name]
-    if name in BUILTIN_LEARNERS:
-        module, _, attribute = BUILTIN_LEARNERS[name].partition(":")
+def resolve_name(name: str, added: dict[str, Any], builtin: dict[str, str], group: str,
+                 problem: Callable[[Any], str | None], unknown: str, not_a: str) -> tuple[str | None, Any]:
+    """What a registry's ``name`` names, as ``(import path, or None for a built-in or added one; the object)``:
+    an added one, a built-in one (its module imported now), an import path, or an installed package's entry
+    point in ``group``. Shared by the learner and the task-family registries.
+
+    Raises:
+        LookupFailed: ``"unknown {unknown} …"`` with the names that exist; the module does not import; or
+            ``problem(obj)`` says why the object is not ``"{path} is not {not_a}: …"``; or an entry point's
+            name is not its class's ``name``.
+    """
+    if name in added:
+        return None, added[name]
+    if name in builtin:
+        module, _, attribute = builtin[name].partition(":")
         return None, getattr(importlib.import_module(module), attribute)
     if is_import_path(name):
         path = name
     else:
-        registered_paths = entry_point_paths(LEARNER_ENTRY_POINTS)
+        registered_paths = entry_point_paths(group)
         if name not in registered_paths:
-            raise LookupFailed(f"unknown algorithm {name!r}; known: {', '.join(learner_names())}")
+            known = sorted({*builtin, *added, *registered_paths})
+            raise LookupFailed(f"unknown {unknown} {name!r}; known: {', '.join(known)}")
         path = registered_paths[name]
-    cls = import_object(path)
-    problem = _learner_problem(cls)
-    if problem:
-        raise LookupFailed(f"{path} is not a learner class: {problem} (algorithms/base.py, LearnerClass)")
-    if not is_import_path(name) and cls.name != name:
-        raise LookupFailed(f"entry point {name!r} names {path}, whose name is {cls.name!r}; they must agree")
-    return path, cls
+    obj = import_object(path)
+    why = problem(obj)
+    if why:
+        raise LookupFailed(f"{path} is not {not_a}: {why}")
+    if not is_import_path(name) and obj.name != name:
+        raise LookupFailed(f"entry point {name!r} names {path}, whose name is {obj.name!r}; they must agree")
+    return path, obj
+
+
+def _resolve(name: str) -> tuple[str | None, LearnerClass]:
+    """``(import path or None for a built-in or added learner, class)``."""
+    def problem(cls: Any) -> str | None:
+        why = _learner_problem(cls)
+        return why and f"{why} (algorithms/base.py, LearnerClass)"
+
+    return resolve_name(name, _added, BUILTIN_LEARNERS, LEARNER_ENTRY_POINTS, problem, "algorithm",
+                        "a learner class")
 
 
 def learner_names() -> list[str]:

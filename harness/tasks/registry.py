@@ -12,13 +12,12 @@ name resolves to.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from algorithms.registry import LookupFailed, entry_point_paths, import_object, is_import_path
+from algorithms.registry import entry_point_paths, resolve_name
 from harness.tasks.base import FamilyParams, TaskFamily
 
 #: Every built-in family, as suite name → ``"module:Class"``; the class's ``name`` is its key here.
@@ -60,25 +59,8 @@ def _family_problem(cls: Any) -> str | None:
 
 def _resolve(name: str) -> tuple[str | None, type[TaskFamily]]:
     """``(import path or None for a built-in or added family, class)``."""
-    if name in _added:
-        return None, _added[name]
-    if name in BUILTIN_FAMILIES:
-        module, _, attribute = BUILTIN_FAMILIES[name].partition(":")
-        return None, getattr(importlib.import_module(module), attribute)
-    if is_import_path(name):
-        path = name
-    else:
-        registered_paths = entry_point_paths(FAMILY_ENTRY_POINTS)
-        if name not in registered_paths:
-            raise LookupFailed(f"unknown task family {name!r}; known: {', '.join(family_names())}")
-        path = registered_paths[name]
-    cls = import_object(path)
-    problem = _family_problem(cls)
-    if problem:
-        raise LookupFailed(f"{path} is not a task family: {problem}")
-    if not is_import_path(name) and cls.name != name:
-        raise LookupFailed(f"entry point {name!r} names {path}, whose name is {cls.name!r}; they must agree")
-    return path, cls
+    return resolve_name(name, _added, BUILTIN_FAMILIES, FAMILY_ENTRY_POINTS, _family_problem, "task family",
+                        "a task family")
 
 
 def family_names() -> list[str]:
