@@ -310,7 +310,8 @@ class SuiteDir:
         target.path.mkdir(parents=True)
         shutil.copy2(self.suite_path, target.suite_path)
         target.tasks_path.write_text(json.dumps(self.tasks(), sort_keys=True, separators=(",", ":")) + "\n")
-        for run_dir in self.run_dirs():
+        run_dirs = self.run_dirs()
+        for run_dir in run_dirs:
             copy = target.path / run_dir.relative_to(self.path)
             copy.mkdir(parents=True)
             manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -322,7 +323,7 @@ class SuiteDir:
                 if not timings:
                     rows["wall_s"] = 0.0
                 rows.to_parquet(copy / "progress.parquet", index=False)
-        return len(self.run_dirs())
+        return len(run_dirs)
 
     def results(self) -> pd.DataFrame:
         """All stored rows with the run's identity: ``kind, algorithm, family, seed`` + ``ROW_COLUMNS`` +
