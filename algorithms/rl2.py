@@ -103,6 +103,12 @@ class Config:
     shared_value: bool = field(
         default=False, metadata={"doc": "value head on the policy's RNN (True) or on an RNN of its own (False)"}
     )
+    normalise_value_targets: bool = field(
+        default=False, metadata={"doc": "fit the value head to the batch's returns standardised by their mean and "
+                                        "std, rescaling its output layer so that its predictions do not jump "
+                                        "(PopArt); rllab's RNN baselines, the RL² paper's, normalise their outputs",
+                                 "added": True}
+    )
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "epochs", "minibatches"):
@@ -135,6 +141,9 @@ class RL2Net(nn.Module):
         self.value_rnn = cell(input_size, config.hidden_size, batch_first=True) \
             if learned and not config.shared_value else None
         self.value_head = nn.Linear(config.hidden_size, 1) if learned else None
+        if learned and config.normalise_value_targets:  # the head predicts (return - mean) / std
+            self.register_buffer("value_mean", torch.zeros(()))
+            self.register_buffer("value_std", torch.ones(()))
         self.policy_head = nn.Linear(config.hidden_size, self.action_dim)
         nn.init.orthogonal_(self.policy_head.weight, gain=0.01)
         nn.init.zeros_(self.policy_head.bias)
@@ -150,6 +159,19 @@ class RL2Net(nn.Module):
 
     def distribution(self, features: Tensor) -> torch.distributions.Distribution:
         return action_distribution(self.policy_head(features), self.log_std, self.discrete)
+
+    @torch.no_grad()
+    def renormalise_values(self, returns: Tensor, mask: Tensor) -> None:
+        """Set the value targets' mean and std to those of ``returns`` over ``mask`` and rescale the value
+        head's output layer so that every prediction, in return units, stays what it was (PopArt's
+        output preservation, van Hasselt et al. 2016)."""
+        mean = (returns * mask).sum() / mask.sum()
+        std = (((returns - mean) ** 2 * mask).sum() / mask.sum()).sqrt().clamp_min(1e-4)
+        head = self.value_head
+        head.weight.mul_(self.value_std / std)
+        head.bias.copy_((self.value_std * head.bias + self.value_mean - mean) / std)
+        self.value_mean.copy_(mean)
+        self.value_std.copy_(std)
 
     def log_prob(self, dist: torch.distributions.Distribution, actions: Tensor) -> Tensor:
         return per_action(dist.log_prob(actions), self.discrete)
@@ -327,9 +349,15 @@ class RL2:
         mask = data["mask"]
         with torch.no_grad():
             old_log_prob, old_values, _ = self._forward(data["inputs"], data["actions"])
+            normalised = old_values is not None and cfg.normalise_value_targets
+            if normalised:  # the head's outputs in return units
+                old_values = old_values * self.net.value_std + self.net.value_mean
             advantages, returns = self._advantages(batch, data["inputs"], old_values)
             if cfg.advantage_normalisation == "task":  # once, before the epochs (ProMP's sample processor)
                 advantages = normalise_advantages(advantages, mask, per_row=True)
+            if normalised:  # the head is fitted to the standardised returns of this batch
+                self.net.renormalise_values(returns, mask)
+                returns = (returns - self.net.value_mean) / self.net.value_std
         weights = chunk_weights(mask, cfg.bptt_steps)
 
         def loss_fn(index: Tensor) -> dict[str, Tensor]:

@@ -161,7 +161,8 @@ def _first_policy_step(config: Config, batch: TrialBatch, info: MetaEnvInfo, sca
 
 
 @pytest.mark.parametrize("setting", [
-    {}, {"shared_value": True}, {"preset": "mujoco"}, {"preset": "metaworld"},
+    {}, {"shared_value": True}, {"normalise_value_targets": True},
+    {"normalise_value_targets": True, "shared_value": True}, {"preset": "mujoco"}, {"preset": "metaworld"},
 ])
 def test_policy_gradient_does_not_shrink_when_rewards_are_scaled(setting: dict[str, Any]) -> None:
     """Issue 14, item 7: one clip over the policy's and the value's gradients together lets the value loss
@@ -179,6 +180,52 @@ def test_policy_gradient_does_not_shrink_when_rewards_are_scaled(setting: dict[s
         assert torch.nn.functional.cosine_similarity(plain, scaled, dim=0) > 0.999
     else:  # ProMP's baseline clips its (reward-carrying) input features at ±10: close, not equal
         assert 0.8 < ratio < 1.25, f"the policy gradient changed ×{ratio:.3f} with rewards ×100"
+
+
+def test_renormalising_the_value_targets_leaves_every_prediction_unchanged() -> None:
+    """PopArt's output preservation: new target statistics rescale the value head's output layer, so the
+    values in return units (which GAE uses) do not jump when the statistics change."""
+    sampler, tasks, info = _point_nav()
+    learner = RL2(info, _config(hidden_size=16, normalise_value_targets=True), seed=0)
+    net, batch = learner.net, sampler.collect(learner.exploration_policy(), tasks, 2)
+    data = learner._sequence_inputs(batch)
+
+    def predictions() -> torch.Tensor:
+        _, values, _ = learner._forward(data["inputs"], data["actions"])
+        return values * net.value_std + net.value_mean
+
+    before = predictions()
+    returns = torch.as_tensor(batch.rewards) * 100.0 + 40.0
+    net.renormalise_values(returns, data["mask"])
+    valid = data["mask"].bool()
+    assert net.value_mean.item() == pytest.approx(returns[valid].mean().item(), rel=1e-5)
+    assert net.value_std.item() == pytest.approx(returns[valid].std(unbiased=False).item(), rel=1e-5)
+    torch.testing.assert_close(predictions(), before, rtol=1e-5, atol=1e-4)
+    assert {"value_mean", "value_std"} <= set(learner.state_dict()["net"])
+    assert not {"value_mean", "value_std"} & set(RL2(info, _config(hidden_size=16), seed=0).net.state_dict())
+
+
+@pytest.mark.parametrize("shared_value", [False, True])
+def test_normalised_value_targets_make_the_value_loss_independent_of_the_reward_scale(shared_value: bool) -> None:
+    """Returns of hundreds (the RL² paper's tabular MDPs: ~1 per step over 100 steps) give value losses and
+    gradients of thousands, which the clip then cuts to a crawl; fitted to standardised returns, the value
+    head sees the same loss whatever the scale."""
+    sampler, tasks, info = _point_nav(train=8)
+    batch = RL2(info, _config(hidden_size=16), seed=1)
+    batch = sampler.collect(batch.exploration_policy(), tasks, 2)
+
+    def first_value_loss(normalise: bool, scale: float) -> float:
+        learner = RL2(info, _config(hidden_size=16, epochs=1, minibatches=1, shared_value=shared_value,
+                                    normalise_value_targets=normalise), seed=0)
+        reward_column = learner.net.obs_dim + learner.net.action_dim  # the same forward at both scales
+        with torch.no_grad():
+            for rnn in (learner.net.rnn, learner.net.value_rnn):
+                if rnn is not None:
+                    rnn.weight_ih_l0[:, reward_column] = 0.0
+        return learner.train_iteration(_FixedBatch(batch, scale), [])["loss_value"]  # type: ignore[arg-type]
+
+    assert first_value_loss(True, 100.0) == pytest.approx(first_value_loss(True, 1.0), rel=0.05)
+    assert first_value_loss(False, 100.0) > 1000 * first_value_loss(False, 1.0)
 
 
 def test_presets_are_valid_and_released_settings() -> None:

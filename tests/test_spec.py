@@ -353,6 +353,21 @@ def test_spec_hash_ignores_spelling_out_family_defaults() -> None:
     assert parse_suite(explicit).spec_hash == parse_suite(quickstart()).spec_hash
 
 
+def test_an_added_learner_option_is_hashed_only_when_set_away_from_its_default() -> None:
+    """An option marked ``added`` (RL²'s ``normalise_value_targets``) keeps the hash of every spec written
+    before it while it holds its default; set, it is part of the spec."""
+    plain = parse_suite(quickstart())
+    assert "normalise_value_targets" not in plain.resolved()["algorithms"][0]["configs"]["bandit"]
+
+    def rl2_option(value: bool) -> Callable[[dict[str, Any]], object]:
+        return lambda d: d["algorithms"][0].setdefault("config", {}).update(normalise_value_targets=value)
+
+    assert parse_suite(quickstart(rl2_option(False))).spec_hash == plain.spec_hash
+    changed = parse_suite(quickstart(rl2_option(True)))
+    assert changed.resolved()["algorithms"][0]["configs"]["bandit"]["normalise_value_targets"] is True
+    assert changed.spec_hash != plain.spec_hash
+
+
 def test_spec_hash_same_for_equal_resolved_configs() -> None:
     as_string = parse_suite(quickstart(lambda d: d["algorithms"][0].update(config={"lr": "1e-3"})))
     as_float = parse_suite(quickstart(lambda d: d["algorithms"][0].update(config={"lr": 0.001})))

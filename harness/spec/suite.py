@@ -334,7 +334,7 @@ class Suite:
                 entry["import_path"] = algorithm.source
             entry.update(
                 id=algorithm.key,
-                configs={k: dataclasses.asdict(c) for k, c in algorithm.configs.items()},
+                configs={k: config_data(c) for k, c in algorithm.configs.items()},
                 budgets={f.key: list(algorithm.budget(f)) for f in self.families if algorithm.runs_on(f.key)},
                 evaluation={k: dataclasses.asdict(p) for k, p in algorithm.protocols.items()},
             )
@@ -350,6 +350,18 @@ class Suite:
         for entry in data["algorithms"]:
             entry.pop("resources")
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_data(config: Any) -> dict[str, Any]:
+    """A learner config as plain data for the resolved spec. An option whose field is marked
+    ``metadata={"added": True}`` is left out while it holds its default: its default computes what the
+    learner computed before the option existed, so specs written then keep their hash and their results
+    directories stay resumable."""
+    data = dataclasses.asdict(config)
+    for option in dataclasses.fields(config):
+        if option.metadata.get("added") and data[option.name] == option.default:
+            del data[option.name]
+    return data
 
 
 def _path(loc: tuple[Any, ...]) -> str:
