@@ -106,7 +106,7 @@ class Config:
     normalise_value_targets: bool = field(
         default=False, metadata={"doc": "fit the value head to the batch's returns standardised by their mean and "
                                         "std, rescaling its output layer so that its predictions do not jump "
-                                        "(PopArt); rllab's RNN baselines, the RL² paper's, normalise their outputs",
+                                        "(PopArt); rllab's regression baselines standardise their targets at every fit",
                                  "added": True}
     )
 
