@@ -193,7 +193,8 @@ class LearnerClass(Protocol):
 
     #: The suite name it is registered under, e.g. ``"rl2"``.
     name: str
-    #: Its config: a frozen dataclass whose fields carry ``metadata={"doc": ...}``.
+    #: Its config: a frozen dataclass whose fields carry ``metadata={"doc": ...}`` (and ``"added": True`` for an
+    #: option added later whose default keeps the earlier computation: at its default it is not hashed).
     Config: type
     #: Preset name → config overrides, e.g. ``{"mujoco": {"hidden_size": 64, ...}}``.
     presets: dict[str, dict[str, Any]]
