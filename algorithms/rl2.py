@@ -40,6 +40,7 @@ from algorithms.ppo import (
     episode_cuts,
     gae,
     linear_feature_values,
+    masked_mean,
     normalise_advantages,
     ppo_update,
     steps_since_start,
@@ -165,8 +166,8 @@ class RL2Net(nn.Module):
         """Set the value targets' mean and std to those of ``returns`` over ``mask`` and rescale the value
         head's output layer so that every prediction, in return units, stays what it was (PopArt's
         output preservation, van Hasselt et al. 2016)."""
-        mean = (returns * mask).sum() / mask.sum()
-        std = (((returns - mean) ** 2 * mask).sum() / mask.sum()).sqrt().clamp_min(1e-4)
+        mean = masked_mean(returns, mask)
+        std = masked_mean((returns - mean) ** 2, mask).sqrt().clamp_min(1e-4)
         head = self.value_head
         head.weight.mul_(self.value_std / std)
         head.bias.copy_((self.value_std * head.bias + self.value_mean - mean) / std)
