@@ -23,7 +23,8 @@ from harness.run.executors import run_local, run_ray
 from harness.run.store import RunKey, RunStore, SuiteDir
 from harness.spec.suite import parse_suite
 
-pytestmark = pytest.mark.slow
+# One worker runs this module under pytest-xdist (`--dist loadgroup`), so one Ray instance starts, not one per worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
