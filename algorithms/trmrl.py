@@ -71,6 +71,11 @@ class Config:
         metadata={"doc": "'window' (paper: window re-read each step) or 'sliding' (KV-cached sliding window)"},
     )
     pre_ln: bool = field(default=False, metadata={"doc": "add pre-LayerNorm blocks (the paper has no LayerNorm)"})
+    scale_embedding: bool = field(
+        default=False, metadata={"doc": "multiply token embeddings by sqrt(d_model) before adding the positions "
+                                        "(Vaswani et al. 2017, 3.4; the release comments it out, so at T-Fixup's "
+                                        "initial scale the positions outweigh the tokens)", "added": True}
+    )
     policy_input: Literal["latest_memory", "mixed_memory", "full_memory"] = field(
         default="latest_memory",
         metadata={"doc": "policy head input: 'latest_memory' (paper), 'mixed_memory' (+ current embedding), "

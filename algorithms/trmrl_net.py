@@ -179,6 +179,11 @@ class TrMRLNet(nn.Module):
         carried = torch.arange(self.token_dim, device=tokens.device) >= self.obs_dim
         return tokens.masked_fill(episode_start.to(tokens.device).unsqueeze(-1) & carried, 0.0)
 
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        """``[..., d_model]``: the tokens' embeddings, scaled by sqrt(d_model) with ``scale_embedding``."""
+        embedded = self.embed(tokens)
+        return embedded * math.sqrt(self.config.d_model) if self.config.scale_embedding else embedded
+
     def positions(self, index: Tensor) -> Tensor:
         """Sinusoidal position vectors ``[..., d_model]`` for integer positions ``index``."""
         needed = int(index.max()) + 1 if index.numel() else 0
@@ -213,7 +218,7 @@ class TrMRLNet(nn.Module):
             output at the current slot ``[B, d_model]``.
         """
         positions, allowed = self.window_constants(windows.shape[1])
-        embedded = self.embed(windows)
+        embedded = self.embed_tokens(windows)
         x = embedded + positions
         for block in self.blocks:
             x = block(x, allowed)
@@ -240,7 +245,7 @@ class TrMRLNet(nn.Module):
             ``(features, outputs)`` per step: ``[B, T, head_in]`` and ``[B, T, d_model]``.
         """
         t, w, device = tokens.shape[1], self.config.working_memory, tokens.device
-        embedded = self.embed(tokens)
+        embedded = self.embed_tokens(tokens)
         x = embedded + self.positions(position)
         chunks = []
         for first in range(0, t, chunk):
@@ -368,7 +373,7 @@ class SlidingCache:
     def step(self, token: Tensor) -> Tensor:
         net, w, rows = self.net, self.net.config.working_memory, self.rows
         slot = self.position % w
-        embedded = net.embed(token).unsqueeze(1)  # [N, 1, d]
+        embedded = net.embed_tokens(token).unsqueeze(1)  # [N, 1, d]
         x = embedded + net.positions(self.position).unsqueeze(1)
         allowed = (self.slots <= self.position.view(-1, 1)).view(-1, 1, 1, w)
         for block, keys, values in zip(net.blocks, self.keys, self.values, strict=True):

@@ -110,6 +110,15 @@ def test_policy_head_gain_and_initial_std_are_configurable() -> None:
     assert any(isinstance(m, torch.nn.LayerNorm) for m in make_net(pre_ln=True).modules())
 
 
+def test_scale_embedding_multiplies_the_token_embeddings_by_the_root_of_the_width() -> None:
+    plain, scaled = make_net(), make_net(scale_embedding=True)
+    scaled.load_state_dict(plain.state_dict())
+    tokens, _ = random_trials(plain, [[]], steps=4)
+    d_model = plain.config.d_model
+    assert torch.allclose(scaled.embed_tokens(tokens), plain.embed_tokens(tokens) * d_model**0.5)
+    assert torch.equal(plain.embed_tokens(tokens), plain.embed(tokens))
+
+
 # --- attention semantics -------------------------------------------------------------------------
 
 
@@ -124,11 +133,12 @@ def test_a_future_token_cannot_change_the_current_output(attention: str) -> None
     assert not torch.allclose(before[:, 8:], after[:, 8:])
 
 
+@pytest.mark.parametrize("scale_embedding", [False, True])
 @pytest.mark.parametrize("memory_span", ["episode", "trial"])
-def test_cached_inference_equals_the_full_forward(memory_span: str) -> None:
+def test_cached_inference_equals_the_full_forward(memory_span: str, scale_embedding: bool) -> None:
     """Sliding attention: the KV cache (one token per step) against the banded full forward, with
     episodes starting at different steps in different rows and a span longer than the window."""
-    net = make_net(attention="sliding", memory_span=memory_span, working_memory=7)
+    net = make_net(attention="sliding", memory_span=memory_span, working_memory=7, scale_embedding=scale_embedding)
     tokens, start = random_trials(net, [[12], [12, 20], [25]], steps=40)
     full = full_features(net, tokens, start)
     assert (stepwise_features(net, tokens, start, cached=True) - full).abs().max() < 1e-5
@@ -137,9 +147,10 @@ def test_cached_inference_equals_the_full_forward(memory_span: str) -> None:
     assert (chunked - full).abs().max() < 1e-5
 
 
-def test_window_policy_matches_the_training_windows() -> None:
+@pytest.mark.parametrize("scale_embedding", [False, True])
+def test_window_policy_matches_the_training_windows(scale_embedding: bool) -> None:
     """The paper's attention: the policy's rolling window equals the gathered training windows."""
-    net = make_net(attention="window", working_memory=5)
+    net = make_net(attention="window", working_memory=5, scale_embedding=scale_embedding)
     tokens, start = random_trials(net, [[12], [7, 20]], steps=30)
     assert (stepwise_features(net, tokens, start) - full_features(net, tokens, start)).abs().max() < 1e-5
 
