@@ -6,9 +6,9 @@ from pathlib import Path
 
 import matplotlib.image
 
-from harness.analysis.figures import ALGORITHMS, CURVES, MEMORY_ABLATION
+from harness.analysis.figures import ALGORITHMS, CURVES, MEMORY_ABLATION, budget_line
 from harness.cli import main
-from harness.run.store import RunKey, RunStore
+from harness.run.store import RunKey, RunStore, SuiteDir
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -61,6 +61,34 @@ def test_figures_draw_what_exists_and_list_what_is_missing(tmp_path, capsys):
             assert f"missing: {figure.name}: no results for trmrl on {figure.family}" in printed
     assert "Missing: maml on ml1_reach, pearl on ml1_reach." in index  # drawn, with its gaps named
     assert "working_memory_ablation: no results for trmrl_wm25 on halfcheetah_vel, trmrl_wm50" in index
+    assert "Run to 1M env steps (trmrl, rl2, maml, pearl); the paper's runs: 20M." in index  # the budget shown
+    assert "the figures expect the algorithm and family ids of suites/paper.yaml" in index
+
+
+def test_the_budget_line_groups_learners_by_how_far_their_runs_went(tmp_path):
+    results = tmp_path / "lite"
+    for seed in (0, 1):
+        for algorithm in ("trmrl", "rl2"):
+            _store_run(results, algorithm, "halfcheetah_vel", seed, final=-50.0)
+    for seed, last in ((0, 100_000), (1, 80_000)):  # PEARL: a smaller budget, and one seed stopped early
+        store = RunStore(results, RunKey("pearl", "halfcheetah_vel", seed, "learner"))
+        store.append_rows([{"env_steps": last, "iteration": 1, "wall_s": 0.0, "split": "test", "task_id": "test/a",
+                            "episode_index": 0, "metric": "return", "value": -60.0}])  # fmt: skip
+        store.update_manifest(status="done")
+    _store_run(results, "trmrl", "ant_dir", 0, final=1.0)  # another family: ignored
+    rows = SuiteDir(results).results()
+    assert budget_line(rows, "halfcheetah_vel", ALGORITHMS, 2e7) == (
+        "run to 1M env steps (trmrl, rl2), 80k–100k env steps (pearl); the paper's runs: 20M")
+
+
+def test_a_working_memory_ablation_with_one_window_is_not_drawn(tmp_path):
+    results = tmp_path / "lite"
+    for algorithm in ALGORITHMS:
+        _store_run(results, algorithm, "halfcheetah_vel", 0, final=-50.0)
+    assert main(["figures", "--results", str(results)]) == 0
+    assert not (results / "figures" / "working_memory_ablation.png").exists()
+    assert "Working-memory ablation: **not drawn**, results for fewer than two windows." in (
+        results / "figures" / "figures.md").read_text()
 
 
 def test_figures_without_results_is_a_clear_error(tmp_path, capsys):

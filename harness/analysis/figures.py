@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.ticker import EngFormatter
 
 from harness.analysis import plots
 from harness.analysis.report import plot_curves
@@ -36,21 +37,39 @@ MEMORY_FAMILY = "halfcheetah_vel"
 
 @dataclass(frozen=True)
 class CurveFigure:
-    """One meta-training figure: a family id of suites/paper.yaml and its title."""
+    """One meta-training figure: a family id of suites/paper.yaml, its title, and the env steps of the
+    paper's runs on it (the release's launch commands: HalfCheetahVel 2,500 epochs × 8,000 steps, Dir and
+    Ant 5,000 epochs; the Meta-World curves run to about 5e7)."""
 
     name: str
     family: str
     title: str
+    paper_env_steps: float
 
 
 CURVES = (
-    CurveFigure("meta_training_halfcheetah_vel", "halfcheetah_vel", "HalfCheetahVel"),
-    CurveFigure("meta_training_halfcheetah_dir", "halfcheetah_dir", "HalfCheetahDir"),
-    CurveFigure("meta_training_ant_dir", "ant_dir", "AntDir"),
-    CurveFigure("meta_training_ml1_reach", "ml1_reach", "Meta-World ML1 reach"),
-    CurveFigure("meta_training_ml1_push", "ml1_push", "Meta-World ML1 push"),
-    CurveFigure("meta_training_ml45", "ml45", "Meta-World ML45"),
+    CurveFigure("meta_training_halfcheetah_vel", "halfcheetah_vel", "HalfCheetahVel", 2e7),
+    CurveFigure("meta_training_halfcheetah_dir", "halfcheetah_dir", "HalfCheetahDir", 4e7),
+    CurveFigure("meta_training_ant_dir", "ant_dir", "AntDir", 4e7),
+    CurveFigure("meta_training_ml1_reach", "ml1_reach", "Meta-World ML1 reach", 5e7),
+    CurveFigure("meta_training_ml1_push", "ml1_push", "Meta-World ML1 push", 5e7),
+    CurveFigure("meta_training_ml45", "ml45", "Meta-World ML45", 5e7),
 )
+_STEPS = EngFormatter(sep="")  # 100k, 2M
+
+
+def budget_line(rows: pd.DataFrame, family: str, algorithms: Sequence[str], paper_env_steps: float) -> str:
+    """How far each learner's runs on ``family`` went, against the paper's: e.g. "run to 2M env steps (trmrl,
+    rl2, maml), 100k env steps (pearl); the paper's runs: 20M". A learner whose seeds stopped at different points gets
+    their range."""
+    learners = rows[(rows["family"] == family) & (rows["kind"] == "learner") & rows["algorithm"].isin(algorithms)]
+    reached = learners.groupby(["algorithm", "seed"])["env_steps"].max().groupby("algorithm").agg(["min", "max"])
+    groups: dict[str, list[str]] = {}
+    for algorithm in (a for a in algorithms if a in reached.index):
+        lo, hi = (_STEPS(float(f"{reached.loc[algorithm, k]:.3g}")) for k in ("min", "max"))
+        groups.setdefault(hi if lo == hi else f"{lo}–{hi}", []).append(algorithm)
+    spans = [f"{steps} env steps ({', '.join(names)})" for steps, names in groups.items()]
+    return f"run to {', '.join(spans)}; the paper's runs: {_STEPS(paper_env_steps)}"
 
 
 def _present(rows: pd.DataFrame, algorithm: str, family: str) -> bool:
@@ -76,7 +95,10 @@ def make_figures(results_dir: str | Path, out_dir: str | Path) -> tuple[list[Pat
     rows = rows[rows["split"].isin(["test", "ood", "train"])]
     written: list[Path] = []
     missing: list[str] = []
-    index = ["# TrMRL paper figures", "", f"From `{results_dir.name}` (suites/paper.yaml).", ""]
+    suite = SuiteDir(results_dir).resolved_spec().get("name", results_dir.name) if SuiteDir(results_dir).exists() \
+        else results_dir.name
+    index = ["# TrMRL paper figures", "", f"From the results of suite `{suite}` (`{results_dir}`); the figures "
+             "expect the algorithm and family ids of suites/paper.yaml.", ""]
 
     def note(figure: str, absent: Sequence[str]) -> None:
         if absent:
@@ -90,11 +112,13 @@ def make_figures(results_dir: str | Path, out_dir: str | Path) -> tuple[list[Pat
         if len(absent) == len(ALGORITHMS):
             index += [f"- {figure.title}: **not drawn**, no results.", ""]
             continue
+        budget = budget_line(here, figure.family, ALGORITHMS, figure.paper_env_steps)
         path = plot_curves(here, figure.family, out_dir / f"{figure.name}.png", primary_metric(here, figure.family),
-                           ALGORITHMS, ())  # fmt: skip
+                           ALGORITHMS, (), title=f"{figure.title}: {budget}")  # fmt: skip
         if path is not None:
             written.append(path)
-            index += [f"## {figure.title}", "", f"![{figure.title}]({path.name})", ""]
+            index += [f"## {figure.title}", "", f"![{figure.title}]({path.name})", "",
+                      f"{budget[0].upper()}{budget[1:]}.", ""]  # fmt: skip
             index += [f"Missing: {', '.join(absent)}.", ""] if absent else []
 
     main_rows = rows[rows["algorithm"].isin(ALGORITHMS) | (rows["kind"] != "learner")]
@@ -115,7 +139,7 @@ def make_figures(results_dir: str | Path, out_dir: str | Path) -> tuple[list[Pat
                     & (rows["algorithm"].isin(MEMORY_ABLATION) | (rows["kind"] != "learner"))]  # fmt: skip
     absent = [f"{a} on {MEMORY_FAMILY}" for a in MEMORY_ABLATION if not _present(rows, a, MEMORY_FAMILY)]
     note("working_memory_ablation", absent)
-    if len(absent) < len(MEMORY_ABLATION):
+    if len(absent) <= len(MEMORY_ABLATION) - 2:  # an ablation needs two windows at least
         path = plot_curves(ablation, MEMORY_FAMILY, out_dir / "working_memory_ablation.png",
                            primary_metric(ablation, MEMORY_FAMILY), MEMORY_ABLATION, ())  # fmt: skip
         if path is not None:
@@ -124,7 +148,7 @@ def make_figures(results_dir: str | Path, out_dir: str | Path) -> tuple[list[Pat
                       f"![working-memory ablation]({path.name})", ""]  # fmt: skip
             index += [f"Missing: {', '.join(absent)}.", ""] if absent else []
     else:
-        index += ["- Working-memory ablation: **not drawn**, no results.", ""]
+        index += ["- Working-memory ablation: **not drawn**, results for fewer than two windows.", ""]
 
     if missing:
         index += ["## Missing results", "", *(f"- {line}" for line in missing), ""]

@@ -188,6 +188,7 @@ def plot_curves(
     algorithms: Sequence[str] = (),
     references: Sequence[str] = (),
     published: Sequence[Published] = (),
+    title: str | None = None,
 ) -> Path | None:
     """Write ``path`` (PNG): one panel per split among test/ood, mean over seeds with a 95% t-CI band.
 
@@ -204,6 +205,7 @@ def plot_curves(
             family so an algorithm keeps its colour across figures. Others follow, sorted.
         references: the same for the references' line styles (names as in the rows, ``ref-…``).
         published: published numbers to mark (``harness.analysis.published``).
+        title: a line above the panels (e.g. the budget the runs reached).
     """
     metric = metric or primary_metric(rows, family)
     curves = curve_table(rows[rows["family"] == family], metric)
@@ -269,6 +271,8 @@ def plot_curves(
             ax.set_xlim(left=0)
             ax.grid(alpha=0.3, lw=0.5)
         axes[0].set_ylabel(_Y_LABELS.get(metric, f"{metric} (last episode of trial)"))
+        if title:
+            fig.suptitle(title, fontsize=10)
         ordered = [handles[a] for a in [*learners, *references] if a in handles]
         fig.legend(ordered, [h.get_label() for h in ordered], loc="outside right center", frameon=False,
                    title="mean ± 95% CI over seeds", title_fontsize=8, fontsize=8)  # fmt: skip
