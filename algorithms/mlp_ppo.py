@@ -59,6 +59,12 @@ class Config:
         default=False, metadata={"doc": "scale observations by a running mean and std, clipped to ±10 "
                                         "(gymnasium's NormalizeObservation, as cleanrl's MuJoCo runs)"}
     )
+    normalise_rewards: bool = field(
+        default=False, metadata={"doc": "divide training rewards by the running std of their discounted return, "
+                                        "clipped to ±10 (gymnasium's NormalizeReward and cleanrl's clip, as "
+                                        "cleanrl's MuJoCo runs); evaluation rows keep the raw rewards",
+                                 "added": True}
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))  # YAML gives lists
@@ -73,6 +79,17 @@ class Config:
             check(getattr(self, name) >= 0, name, "must be >= 0")
         check(self.max_grad_norm is None or self.max_grad_norm > 0, "max_grad_norm", "must be > 0 or null")
         check(self.target_kl is None or self.target_kl > 0, "target_kl", "must be > 0 or null")
+
+
+def merge_moments(batch: Tensor, mean: Tensor, var: Tensor, count: Tensor) -> None:
+    """Merge ``batch [M, ...]`` (float64) into a running ``mean``, ``var`` and ``count`` in place (Chan et al.'s
+    parallel update, as gymnasium's ``RunningMeanStd``)."""
+    batch_count = float(batch.shape[0])
+    delta, total = batch.mean(0) - mean, count + batch_count
+    m2 = var * count + batch.var(0, unbiased=False) * batch_count + delta**2 * count * batch_count / total
+    mean += delta * batch_count / total
+    var.copy_(m2 / total)
+    count.copy_(total)
 
 
 def orthogonal_mlp(sizes: Sequence[int], out_gain: float) -> nn.Sequential:
@@ -101,6 +118,11 @@ class MLPNet(nn.Module):
         self.register_buffer("obs_mean", torch.zeros(obs_dim, dtype=torch.float64))
         self.register_buffer("obs_var", torch.ones(obs_dim, dtype=torch.float64))
         self.register_buffer("obs_count", torch.tensor(1e-4, dtype=torch.float64))
+        if config.normalise_rewards:  # the running variance of the discounted return; only then, so that
+            # checkpoints of runs without the option keep their keys
+            self.register_buffer("return_mean", torch.zeros((), dtype=torch.float64))
+            self.register_buffer("return_var", torch.ones((), dtype=torch.float64))
+            self.register_buffer("return_count", torch.tensor(1e-4, dtype=torch.float64))
 
     def normalise(self, obs: Tensor) -> Tensor:
         """``obs [..., obs_dim]`` → what the MLPs read: itself, or standardised and clipped to ±10."""
@@ -112,13 +134,23 @@ class MLPNet(nn.Module):
     @torch.no_grad()
     def update_statistics(self, obs: Tensor) -> None:
         """Merge a batch ``[M, obs_dim]`` into the running mean and variance (Chan et al.'s parallel update)."""
-        batch = obs.double()
-        count, batch_count = self.obs_count, float(batch.shape[0])
-        delta, total = batch.mean(0) - self.obs_mean, count + batch_count
-        m2 = self.obs_var * count + batch.var(0, unbiased=False) * batch_count + delta**2 * count * batch_count / total
-        self.obs_mean += delta * batch_count / total
-        self.obs_var.copy_(m2 / total)
-        self.obs_count.copy_(total)
+        merge_moments(obs.double(), self.obs_mean, self.obs_var, self.obs_count)
+
+    @torch.no_grad()
+    def scale_rewards(self, rewards: Tensor, episode_start: Tensor, valid: Tensor, discount: float) -> Tensor:
+        """``rewards [N, T]`` divided by the running std of the discounted return, clipped to ±10.
+
+        The return ``G_t = γ G_{t-1} + r_t`` restarts at every episode start (gymnasium's wrapper restarts it at
+        terminations only, so across time limits; here every episode is a time limit or a termination). The
+        batch's returns are merged into the statistics before they scale it, as the wrapper does step by step.
+        """
+        returns = torch.zeros_like(rewards, dtype=torch.float64)
+        running = torch.zeros(rewards.shape[0], dtype=torch.float64, device=rewards.device)
+        for t in range(rewards.shape[1]):
+            running = torch.where(episode_start[:, t], 0.0, discount * running) + rewards[:, t].double()
+            returns[:, t] = running
+        merge_moments(returns[valid], self.return_mean, self.return_var, self.return_count)
+        return (rewards / torch.sqrt(self.return_var + 1e-8)).clamp(-10.0, 10.0).to(rewards.dtype)
 
     def distribution(self, x: Tensor) -> torch.distributions.Distribution:
         return action_distribution(self.actor(x), self.log_std, self.discrete)
@@ -197,10 +229,13 @@ class MLPPPO:
         # Returns stop at every episode end, time limits included: the batch holds no observation after a
         # truncation to bootstrap from, so a time limit is treated as a terminal state (as RL² and ProMP).
         cut = tensor(episode_cuts(batch.valid, batch.episode_end))
+        rewards = tensor(batch.rewards)
+        if cfg.normalise_rewards:
+            rewards = net.scale_rewards(rewards, tensor(batch.episode_start), valid, cfg.discount)
         with torch.no_grad():
             x = net.normalise(obs)  # the statistics the batch was collected with; updated after the epochs
             values = net.critic(x).squeeze(-1) * valid
-            advantages, returns = gae(tensor(batch.rewards), values, cut, cfg.discount, cfg.gae_lambda)
+            advantages, returns = gae(rewards, values, cut, cfg.discount, cfg.gae_lambda)
             # no memory: the valid steps of every trial are one flat batch [M], shuffled step by step
             steps = {"x": x[valid], "actions": tensor(batch.actions)[valid], "advantages": advantages[valid],
                      "returns": returns[valid], "values": values[valid]}

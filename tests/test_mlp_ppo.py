@@ -129,6 +129,27 @@ def test_observation_statistics_are_those_of_all_batches_seen() -> None:
     torch.testing.assert_close(net.obs_var, both.var(0, unbiased=False), rtol=1e-5, atol=1e-5)
 
 
+def test_rewards_are_divided_by_the_running_std_of_their_discounted_return() -> None:
+    """γ = 0.5; row 0 is one episode, row 1 restarts at step 2; the last step of row 1 is padding."""
+    _, _, info = _point_nav()
+    net = MLPPPO(info, Config(normalise_rewards=True), seed=0).net
+    rewards = torch.tensor([[1.0, 1.0, 1.0], [2.0, 4.0, 9.0]])
+    start = torch.tensor([[True, False, False], [True, False, True]])
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    scaled = net.scale_rewards(rewards, start, valid, discount=0.5)
+    returns = torch.tensor([1.0, 1.5, 1.75, 2.0, 5.0], dtype=torch.float64)  # by hand; padding left out
+    # gymnasium's RunningMeanStd starts from a count of 1e-4: equal up to ~1e-5
+    torch.testing.assert_close(net.return_var, returns.var(unbiased=False), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(scaled, rewards / returns.var(unbiased=False).sqrt().float(), rtol=1e-4, atol=1e-4)
+    spike = torch.zeros(1, 1000)
+    spike[0, 500] = 1.0  # a return std of ≈ 0.03: the spike scales to ≈ 32
+    fresh = MLPPPO(info, Config(normalise_rewards=True), seed=0).net
+    scaled = fresh.scale_rewards(spike, torch.ones(1, 1000, dtype=torch.bool), torch.ones(1, 1000, dtype=torch.bool),
+                                 discount=0.0)  # fmt: skip
+    assert scaled[0, 500] == 10.0 and (scaled[0, :500] == 0).all()  # clipped to ±10, as cleanrl's MuJoCo runs
+    assert "return_var" not in MLPPPO(info, Config(), seed=0).state_dict()["net"]  # off: checkpoints keep their keys
+
+
 def _equal(a: Any, b: Any) -> bool:
     """Exact equality through nested dicts, lists and tuples of tensors and scalars."""
     if isinstance(a, torch.Tensor):
@@ -143,7 +164,7 @@ def _equal(a: Any, b: Any) -> bool:
 @pytest.mark.parametrize("make", [_bandit, _point_nav], ids=["discrete", "box"])
 def test_same_seed_same_run_and_a_reloaded_checkpoint_continues_bit_identically(make: Any, tmp_path: Any) -> None:
     family, tasks, info = make(episodes_per_trial=2)
-    config = Config(**CHEAP, normalise_observations=True)
+    config = Config(**CHEAP, normalise_observations=True, normalise_rewards=True)
 
     def run(seed: int) -> tuple[MLPPPO, Sampler, list[dict[str, float]]]:
         learner, sampler = MLPPPO(info, config, seed=seed), Sampler(family, np.random.default_rng(seed))
