@@ -15,13 +15,16 @@ from harness.run.store import SuiteDir
 from harness.spec.suite import load_suite, parse_suite
 
 SUITES = sorted((Path(__file__).resolve().parents[1] / "suites").glob("*.yaml"))
+# The Meta-World suites share a pytest-xdist worker with tests/test_tasks_metaworld.py (its benchmark cache).
+SUITE_CASES = [pytest.param(p, marks=pytest.mark.xdist_group("metaworld")) if "metaworld" in p.read_text() else p
+               for p in SUITES]
 
 
 def test_the_suites_directory_holds_the_quickstart() -> None:
     assert "quickstart.yaml" in [p.name for p in SUITES]
 
 
-@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+@pytest.mark.parametrize("path", SUITE_CASES, ids=[p.stem for p in SUITES])
 def test_shipped_suite_is_valid(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err
     assert load_suite(path).name == path.stem  # results land in results/<file name>

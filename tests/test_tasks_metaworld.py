@@ -24,6 +24,9 @@ from harness.tasks import SplitError, TaskFamily, family_class, make_split
 from harness.tasks import meta_world as mw
 
 SEED = 0
+# Under pytest-xdist one worker runs this module and the ML10/ML45 suite checks of test_suites.py, so the
+# benchmarks Meta-World builds (ML45 ~26 s, ML10 ~8 s; cached per process) are built once.
+pytestmark = pytest.mark.xdist_group("metaworld")
 Key = tuple[str, tuple[float, ...]]
 
 
