@@ -57,10 +57,10 @@ import torch
 from torch import Tensor, nn
 
 from algorithms import device as devices
+from algorithms.action_maps import ActionNormalization
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check, check_choices
 from algorithms.common import build_seeded, learner_state, load_learner_state, tensor_on, torch_seeds
 from algorithms.maml_policy import (
-    ActionNormalization,
     MAMLPolicy,
     Params,
     PolicyNet,

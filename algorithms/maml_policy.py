@@ -9,10 +9,8 @@ or by hand where that is faster or a derivative is needed (``forward_stacked``, 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from algorithms.action_maps import ActionNormalization, KeptSamples
 from algorithms.base import TrialBatch
 from algorithms.common import action_size, mlp
 from algorithms.heads import sample_action
@@ -144,35 +143,6 @@ def outputs_and_tangents(net: PolicyNet, params: Params, obs: Tensor) -> tuple[T
     return x, tangent
 
 
-@dataclass(frozen=True)
-class ActionNormalization:
-    """ProMP's ``normalize(env)`` action map: the policy's units ``[-scale, scale]`` affinely onto the
-    environment's ``Box`` bounds ``[low, high]``, then clipped to them (float32, ``[A]`` each)."""
-
-    scale: float
-    low: np.ndarray
-    high: np.ndarray
-
-    @classmethod
-    def of(cls, space: gym.Space, scale: float) -> ActionNormalization:
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"action_normalization_scale: needs a Box action space, not {space}")
-        low, high = space.low.astype(np.float32).ravel(), space.high.astype(np.float32).ravel()
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            raise ValueError("action_normalization_scale: needs finite action bounds; this Box is unbounded")
-        return cls(scale, low, high)
-
-    @property
-    def gain(self) -> np.ndarray:
-        """Env units per policy unit, ``[A]``: half the bounds' range over ``scale``."""
-        return (self.high - self.low) / np.float32(2 * self.scale)
-
-    def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """``[..., A]`` policy-unit actions → the clipped env-unit actions the environment gets."""
-        middle = (self.high + self.low) / np.float32(2)
-        return np.clip(middle + actions * self.gain, self.low, self.high)
-
-
 class MAMLPolicy:
     """Acts with the meta-parameters θ on every environment, or with one adapted θ'_i per environment
     (``stacked``: row ``i`` of the batch of environments is task ``i`` of the adaptation).
@@ -192,14 +162,14 @@ class MAMLPolicy:
                  explores: bool = False, action_map: ActionNormalization | None = None) -> None:
         self.net, self.params, self.stacked, self.generator = net, params, stacked, generator
         self.device = next(iter(params.values())).device  # where it acts: its parameters' device
-        self.explores, self.action_map = explores, action_map
+        self.explores = explores
         self.noise = torch.empty(0)  # reused for the Gaussian noise of every step
-        self.samples: list[np.ndarray] | None = []  # pre-clip samples of the current trial (with action_map)
+        self.kept = None if action_map is None else KeptSamples(action_map)  # pre-clip samples of the trial
 
     def reset(self, new_trial: np.ndarray) -> None:
-        # Memoryless: adaptation lives in the parameters. The recorded samples restart with a trial of
-        # every environment (what the sampler does); after a partial reset they no longer line up.
-        self.samples = [] if np.all(new_trial) else None
+        # Memoryless: adaptation lives in the parameters; only the kept samples restart.
+        if self.kept is not None:
+            self.kept.restart(new_trial)
 
     @torch.inference_mode()
     def act(
@@ -225,11 +195,7 @@ class MAMLPolicy:
         deterministic = deterministic and not self.explores
         actions = sample_action(out, log_std, self.net.discrete, deterministic, self.generator,  # type: ignore[arg-type]
                                 self.noise).numpy()  # a fresh tensor every call: safe to keep
-        if self.action_map is None:
-            return actions
-        if self.samples is not None:
-            self.samples.append(actions)
-        return self.action_map.to_env(actions)
+        return actions if self.kept is None else self.kept.keep(actions)
 
     def in_policy_units(self, batch: TrialBatch) -> TrialBatch:
         """``batch`` (this policy's last trial) with its actions replaced by the policy's pre-clip samples,
@@ -238,20 +204,4 @@ class MAMLPolicy:
         Raises:
             ValueError: the batch is not the trial this policy last ran.
         """
-        if self.action_map is None:
-            return batch
-        if not self.samples:
-            raise ValueError("this policy has no recorded trial (it rescales its actions and keeps its samples "
-                             "from the last collect only)")
-        samples = np.stack(self.samples, axis=1)  # [N, S, A]
-        num, steps = batch.valid.shape
-        if samples.shape[0] != num or samples.shape[1] > steps or batch.valid[:, samples.shape[1]:].any():
-            raise ValueError(f"the policy's last trial ({samples.shape[0]} environments, {samples.shape[1]} steps) "
-                             f"is not this batch ({num} rows, {steps} steps)")
-        actions = np.zeros(batch.actions.shape, np.float32)
-        actions[:, : samples.shape[1]] = samples.reshape(num, samples.shape[1], *batch.actions.shape[2:])
-        actions[~batch.valid] = 0.0
-        mapped = self.action_map.to_env(actions)
-        if not np.array_equal(mapped[batch.valid], batch.actions[batch.valid]):
-            raise ValueError("the batch's actions are not this policy's last trial's samples, rescaled and clipped")
-        return dataclasses.replace(batch, actions=actions)
+        return batch if self.kept is None else self.kept.in_policy_units(batch)

@@ -9,7 +9,9 @@ GAE stop at every episode end.
 It follows cleanrl's ``ppo_continuous_action.py``: a diagonal Gaussian with a state-independent log-std
 (``Box`` actions) or a categorical (``Discrete``), separate tanh MLPs for policy and value, orthogonal
 init, GAE, the clipped surrogate, Adam, advantages normalised per minibatch, gradient clipping, and
-optionally its running observation normalisation (gymnasium's ``NormalizeObservation``).
+optionally the wrappers of its ``make_env``: running observation and reward normalisation (gymnasium's
+``NormalizeObservation`` and ``NormalizeReward``) and actions clipped to their bounds at the environment
+(``ClipAction``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from algorithms import device as devices
+from algorithms.action_maps import ActionClip, ActionMap, KeptSamples
 from algorithms.base import MetaEnvInfo, Policy, Sampler, Task, TrialBatch, check
 from algorithms.common import action_size, build_seeded, learner_state, load_learner_state, mlp, tensor_on, torch_seeds
 from algorithms.heads import action_distribution, per_action, sample_action
@@ -63,6 +66,12 @@ class Config:
         default=False, metadata={"doc": "divide training rewards by the running std of their discounted return, "
                                         "clipped to ±10 (gymnasium's NormalizeReward and cleanrl's clip, as "
                                         "cleanrl's MuJoCo runs); evaluation rows keep the raw rewards",
+                                 "added": True}
+    )
+    clip_actions: bool = field(
+        default=False, metadata={"doc": "clip Box actions to the action bounds at the environment, which then "
+                                        "charges its control cost on the clipped action; log-probabilities are of "
+                                        "the unclipped samples (cleanrl's ClipAction wrapper)",
                                  "added": True}
     )
 
@@ -158,16 +167,24 @@ class MLPNet(nn.Module):
 
 class MLPPolicy:
     """Acts on the current observations only: one forward pass for all N environments per step, on the
-    network's device; the action noise is drawn on the CPU from ``generator``."""
+    network's device; the action noise is drawn on the CPU from ``generator``. With an ``action_map`` the
+    environment gets the mapped samples and the policy keeps the samples of its current trial
+    (``in_policy_units``)."""
 
-    def __init__(self, net: MLPNet, generator: torch.Generator) -> None:
+    def __init__(self, net: MLPNet, generator: torch.Generator, action_map: ActionMap | None = None) -> None:
         self.net = net
         self.device = net.log_std.device
         self.generator = generator
         self.noise = torch.empty(0)
+        self.kept = None if action_map is None else KeptSamples(action_map)
 
     def reset(self, new_trial: np.ndarray) -> None:
-        pass  # no memory
+        if self.kept is not None:  # no memory: only the kept samples restart
+            self.kept.restart(new_trial)
+
+    def in_policy_units(self, batch: TrialBatch) -> TrialBatch:
+        """``batch`` (this policy's last trial) with the samples the policy drew as its actions."""
+        return batch if self.kept is None else self.kept.in_policy_units(batch)
 
     @torch.inference_mode()
     def act(self, obs: np.ndarray, prev_action: np.ndarray, prev_reward: np.ndarray, episode_start: np.ndarray,
@@ -177,8 +194,9 @@ class MLPPolicy:
         out = self.net.actor(self.net.normalise(x)).cpu()
         if self.noise.shape != out.shape:
             self.noise = torch.empty_like(out)
-        return sample_action(out, self.net.log_std.cpu(), self.net.discrete, deterministic, self.generator,
-                             self.noise).numpy()
+        actions = sample_action(out, self.net.log_std.cpu(), self.net.discrete, deterministic, self.generator,
+                                self.noise).numpy()  # a fresh array every call: safe to keep
+        return actions if self.kept is None else self.kept.keep(actions)
 
 
 class MLPPPO:
@@ -187,12 +205,13 @@ class MLPPPO:
     name = "mlp_ppo"
     Config = Config
     presets: ClassVar[dict[str, dict[str, Any]]] = {
-        # cleanrl's ppo_continuous_action.py MuJoCo settings (its defaults, which Config's follow) with its
-        # NormalizeObservation wrapper. Not reproduced: its NormalizeReward wrapper, value-loss clipping and
-        # learning-rate annealing (which needs the run's budget, the harness's to know).
+        # cleanrl's ppo_continuous_action.py MuJoCo settings (its defaults, which Config's follow) with the
+        # wrappers of its make_env: ClipAction, NormalizeObservation and NormalizeReward. Not reproduced:
+        # value-loss clipping and learning-rate annealing (which needs the run's budget, the harness's to know).
         "mujoco": {"hidden_sizes": (64, 64), "lr": 3e-4, "adam_eps": 1e-5, "discount": 0.99,
                    "gae_lambda": 0.95, "clip": 0.2, "epochs": 10, "minibatches": 32, "entropy_coef": 0.0,
-                   "value_coef": 0.5, "max_grad_norm": 0.5, "init_std": 1.0, "normalise_observations": True},
+                   "value_coef": 0.5, "max_grad_norm": 0.5, "init_std": 1.0, "normalise_observations": True,
+                   "normalise_rewards": True, "clip_actions": True},
     }
     exploration_episodes: int | None = None
     samples_own_tasks = False
@@ -212,18 +231,20 @@ class MLPPPO:
         self.acting_net = devices.acting_copy(self.net, self.device, devices.acting_device(self.device, "cpu"))
         self.optimiser = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=config.adam_eps)
         self.generator = torch.Generator().manual_seed(next(seeds))
+        self.action_map = ActionClip.of(env.action_space) if config.clip_actions else None
         self.iterations = 0
 
-    def exploration_policy(self, generator: torch.Generator | None = None) -> Policy:
+    def exploration_policy(self, generator: torch.Generator | None = None) -> MLPPolicy:
         """A policy acting with the current network, drawing its action noise from ``generator`` (the
         harness's evaluation generator), or from the training generator when ``None``."""
-        return MLPPolicy(self.acting_net, self.generator if generator is None else generator)
+        return MLPPolicy(self.acting_net, self.generator if generator is None else generator, self.action_map)
 
     def adapt(self, policy: Policy, exploration: TrialBatch) -> Policy:
         return policy  # no memory and no task inference: nothing to adapt
 
     def train_iteration(self, sampler: Sampler, tasks: Sequence[Task]) -> dict[str, float]:
-        batch = sampler.collect(self.exploration_policy(), tasks, self.env.episodes_per_trial)
+        policy = self.exploration_policy()
+        batch = policy.in_policy_units(sampler.collect(policy, tasks, self.env.episodes_per_trial))
         cfg, net, tensor = self.config, self.net, tensor_on(self.device)
         obs, valid = tensor(batch.obs).flatten(2), tensor(batch.valid)
         # Returns stop at every episode end, time limits included: the batch holds no observation after a

@@ -19,9 +19,10 @@ import pytest
 import torch
 
 import algorithms.maml as maml_module
+from algorithms.action_maps import ActionNormalization
 from algorithms.base import MetaEnvInfo, Task, TrialBatch
 from algorithms.maml import MAML, PRESETS, Config, adapt_parameters, pool_trials, to_rollouts
-from algorithms.maml_policy import ActionNormalization, MAMLPolicy, log_prob_from, policy_outputs, stack
+from algorithms.maml_policy import MAMLPolicy, log_prob_from, policy_outputs, stack
 from algorithms.ppo import steps_since_start
 from harness.run.rollout import Sampler
 from harness.tasks import family_class

@@ -150,6 +150,36 @@ def test_rewards_are_divided_by_the_running_std_of_their_discounted_return() -> 
     assert "return_var" not in MLPPPO(info, Config(), seed=0).state_dict()["net"]  # off: checkpoints keep their keys
 
 
+def test_clipped_actions_reach_the_environment_and_log_probs_are_of_the_samples(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``clip_actions`` (cleanrl's ClipAction): a policy whose mean sits beyond the bounds gives the
+    environment (and the batch) clipped actions; it is scored on its own samples, whose log-probabilities are
+    those of samples under their own density (≈ -1.42 per dimension at std 1), not of the clipped actions
+    (≈ -8.9)."""
+    family, tasks, info = _point_nav()
+    learner = MLPPPO(info, Config(**CHEAP, clip_actions=True), seed=0)
+    with torch.no_grad():
+        learner.net.actor[-1].bias[0] = 5.0  # far beyond the bound 1
+    policy = learner.exploration_policy(torch.Generator().manual_seed(3))
+    batch = Sampler(family, np.random.default_rng(0)).collect(policy, tasks, 1)
+    assert np.abs(batch.actions).max() <= 1.0 and (batch.actions[..., 0] == 1.0).mean() > 0.99
+    raw = policy.in_policy_units(batch).actions
+    assert raw[..., 0].mean() == pytest.approx(5.0, abs=0.2) and raw[..., 0].std() > 0.5
+    np.testing.assert_array_equal(np.clip(raw, -1.0, 1.0), batch.actions)
+
+    original, scored = mlp_ppo.ppo_loss, []
+
+    def recording_loss(*args: Any) -> dict[str, torch.Tensor]:
+        scored.append(args[1])  # the log-probabilities at collection
+        return original(*args)
+
+    monkeypatch.setattr(mlp_ppo, "ppo_loss", recording_loss)
+    learner.train_iteration(Sampler(family, np.random.default_rng(0)), tasks)
+    assert float(torch.cat(scored).mean()) > 2 * -1.42 - 0.5  # two dimensions, each near its own density's mean
+    with pytest.raises(ValueError, match=r"^clip_actions: needs a Box"):
+        MLPPPO(_bandit()[2], Config(clip_actions=True), seed=0)
+
+
 def _equal(a: Any, b: Any) -> bool:
     """Exact equality through nested dicts, lists and tuples of tensors and scalars."""
     if isinstance(a, torch.Tensor):
@@ -212,7 +242,7 @@ def test_evaluation_draws_from_its_own_generator_and_never_touches_training(make
 def test_presets_are_valid_and_yaml_lists_become_tuples() -> None:
     mujoco = Config(**MLPPPO.presets["mujoco"])
     assert (mujoco.hidden_sizes, mujoco.lr, mujoco.epochs, mujoco.max_grad_norm) == ((64, 64), 3e-4, 10, 0.5)
-    assert mujoco.normalise_observations
+    assert mujoco.normalise_observations and mujoco.normalise_rewards and mujoco.clip_actions  # cleanrl's make_env
     assert Config(hidden_sizes=[32, 32]).hidden_sizes == (32, 32)  # type: ignore[arg-type]
     assert MLPPPO.acts_on(mujoco) == "cpu" and MLPPPO.exploration_episodes is None
 
