@@ -307,3 +307,16 @@ def test_report_reads_suite_files_and_loads_through_the_store(rows, tmp_path, mo
     assert md.index("## bandit") < md.index("test tasks coincide with training tasks")
     with pytest.raises(FileNotFoundError, match=r"suite\.yaml"):
         report(tmp_path)
+
+
+def test_the_steps_axis_is_logarithmic_only_when_a_curve_ends_ten_times_earlier() -> None:
+    """PEARL's runs end far earlier than the on-policy learners': on a linear axis its curve would be a
+    smudge at the left edge; the axis turns logarithmic past the first evaluation instead."""
+    from harness.analysis.report import _log_steps
+
+    def curves(ends: dict[str, list[int]]) -> pd.DataFrame:
+        return pd.DataFrame([{"algorithm": a, "env_steps": s} for a, steps in ends.items() for s in steps])
+
+    assert _log_steps(curves({"rl2": [0, 250_000, 5_000_000], "pearl": [0, 30_000, 120_000]})) == 30_000.0
+    assert _log_steps(curves({"rl2": [0, 250_000, 1_000_000], "pearl": [0, 50_000, 200_000]})) is None  # 5×
+    assert _log_steps(curves({"rl2": [0, 250_000, 5_000_000]})) is None  # one learner

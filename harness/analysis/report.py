@@ -180,6 +180,15 @@ def _label(algorithm: str) -> str:
     return algorithm.removeprefix(REFERENCE_PREFIX)
 
 
+def _log_steps(curves: pd.DataFrame) -> float | None:
+    """The first evaluation's env steps (> 0) when some learner's curve ends at a tenth or less of the
+    longest one's, else ``None`` (a linear axis)."""
+    ends = curves.groupby("algorithm")["env_steps"].max()
+    if len(ends) < 2 or ends.min() <= 0 or ends.max() < 10 * ends.min():
+        return None
+    return float(curves.loc[curves["env_steps"] > 0, "env_steps"].min())
+
+
 def plot_curves(
     rows: pd.DataFrame,
     family: str,
@@ -194,6 +203,9 @@ def plot_curves(
 
     References are dashed horizontal lines at their mean score. Published numbers for a panel's split
     and metric are marks at the right edge in the algorithm's colour, labelled "not protocol-matched".
+    When one learner's curve ends ten times earlier than another's (PEARL's runs are far shorter than the
+    on-policy learners'), the env-steps axis is logarithmic beyond the first evaluation, as the PEARL
+    paper draws its comparison, so that the short curve is not squeezed against the axis.
     Returns ``None`` (and writes nothing) when the family has no test or ood rows for ``metric``.
 
     Args:
@@ -219,6 +231,7 @@ def plot_curves(
     style = {a: i for i, a in enumerate(_ordered([*references, *present], references))}
     references = _ordered(present, list(style))
     seeds = curves[curves["kind"] == "learner"].groupby("algorithm")["n"].agg(["min", "max"])
+    log_steps = _log_steps(curves[curves["kind"] == "learner"])
     handles: dict[str, Any] = {}  # algorithm → legend handle; one legend for all panels
 
     with rc_context({"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}):
@@ -266,7 +279,9 @@ def plot_curves(
                             (1.0, mark.value), xycoords=("axes fraction", "data"), xytext=(-8, 0),
                             textcoords="offset points", ha="right", va="center", fontsize=6.5, color=colour)
             ax.set_title(f"{family} — {_SPLIT_TITLES[split]}")
-            ax.set_xlabel("environment steps")
+            if log_steps is not None:  # linear from 0 to the first evaluation, logarithmic beyond
+                ax.set_xscale("symlog", linthresh=log_steps, linscale=0.5)
+            ax.set_xlabel("environment steps" + (" (log scale)" if log_steps is not None else ""))
             ax.xaxis.set_major_formatter(_STEPS)
             ax.set_xlim(left=0)
             ax.grid(alpha=0.3, lw=0.5)
