@@ -147,3 +147,13 @@ def test_adaptation_scores_each_episode_at_the_final_evaluation():
     ])  # fmt: skip
     out = metrics.adaptation(rows).set_index("episode_index")["score"]
     assert out.tolist() == pytest.approx([-4.0, -1.5])
+
+
+def test_adaptation_gain_is_the_last_episode_minus_the_first_per_run() -> None:
+    per_episode = pd.DataFrame({
+        "family": "f", "kind": "learner", "algorithm": "a", "seed": [0, 0, 0, 1, 1, 1],
+        "episode_index": [2, 0, 1, 0, 1, 2], "score": [5.0, 1.0, 3.0, 2.0, 2.5, 1.5],
+    })  # fmt: skip
+    gain = metrics.adaptation_gain(per_episode).set_index("seed")["score"]
+    assert gain.to_dict() == {0: 4.0, 1: -0.5}  # seed 0 adapts; seed 1 scores worse after adapting
+    assert metrics.adaptation_gain(per_episode[per_episode["episode_index"] == 0]).empty  # one episode: no gain

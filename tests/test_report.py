@@ -231,12 +231,13 @@ def test_summary_table_hand_computed(report_md):
     0.75 · final, AUC (time-average over 100k–400k) = 0.625 · final, max over training = final. Three
     seeds: IQM = mean. Bootstrap CIs are percentile intervals of resampled seeds: within [min, max]."""
     md, _ = report_md
-    asym, auc, _steps, ood, gap, optimistic = _summary_row(md, "point_nav", "rl2")
+    asym, auc, _steps, ood, gap, gain, optimistic = _summary_row(md, "point_nav", "rl2")
     assert asym.startswith("1.50 [") and auc.startswith("1.25 [") and optimistic.startswith("2.00 [")
     low, high = (float(v) for v in asym.split("[")[1].rstrip("]").split(","))
     assert 0.75 <= low <= 1.5 <= high <= 2.25
     assert ood.startswith("1.50 [")  # ood finals (1, 1, 4) → asymptotes (0.75, 0.75, 3)
     assert gap.startswith("0.00 [")  # per seed 0, 0.75, −0.75
+    assert gain.startswith("2.00 [")  # first episode 0 at the final evaluation: the gains are the finals (1, 2, 3)
     # bandit: threshold = random 2.5 + 0.8 · (best asymptote 5.25 − 2.5) = 4.7. trmrl's curves
     # (1.25, 2.5, 3.75, 5), (1.5, 3, 4.5, 6), (2.5, 5, …) reach it at 400k, 400k, 200k: median 400k
     assert _summary_row(md, "bandit", "trmrl")[2] == "400k (3/3)"

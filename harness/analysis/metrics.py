@@ -179,6 +179,19 @@ def adaptation(rows: pd.DataFrame, metric: str = "return", split: str = "test") 
     return per_episode.rename(columns={"value": "score"})
 
 
+def adaptation_gain(per_episode: pd.DataFrame) -> pd.DataFrame:
+    """Per run: its last episode's score minus its first's (``adaptation``'s table, one final evaluation);
+    empty when the trials have one episode.
+
+    Returns:
+        ``RUN_KEYS + [score]``.
+    """
+    if per_episode.empty or per_episode["episode_index"].nunique() < 2:
+        return pd.DataFrame(columns=[*RUN_KEYS, "score"])
+    ordered = per_episode.sort_values("episode_index").groupby(RUN_KEYS)["score"]
+    return (ordered.last() - ordered.first()).reset_index()
+
+
 def normalised(
     table: pd.DataFrame,
     references: pd.DataFrame,

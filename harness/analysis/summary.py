@@ -3,8 +3,9 @@
 ``summarise`` turns the tidy rows into long tables (pure; every number comes from ``harness.analysis.metrics``):
 
 - ``main``: per (family, algorithm): the asymptotic test score, the normalised AUC of the test curve, the
-  env steps to reach the family's threshold, the asymptotic OOD score and the test − OOD gap; each an
-  IQM over seeds with its 95% stratified-bootstrap interval (steps: the median over seeds that reach
+  env steps to reach the family's threshold, the asymptotic OOD score, the test − OOD gap and the gain
+  from the trial's first episode to its last at the final evaluation; each an IQM over seeds with its
+  95% stratified-bootstrap interval (steps: the median over seeds that reach
   it, with how many do). Also the optimistic max-over-training test score, labelled as such.
 - ``adaptation``: score by episode index within the trial at the final evaluation (IQM and CI).
 - ``aggregate``: IQM and mean of normalised test scores over families with random and oracle
@@ -36,6 +37,7 @@ MAIN_COLUMNS = {
     "steps": "steps to threshold",
     "ood": "asymptotic (OOD)",
     "gap": "test − OOD",
+    "gain": "ep 1 → last (test)",
     "optimistic": "max over training (test, optimistic)",
 }
 
@@ -92,6 +94,10 @@ def summarise(
             gap = metrics.ood_gap(asym).assign(split="test")
             if not gap.empty:
                 parts.append(_estimates(gap, "gap", "gap"))
+        per_episode = metrics.adaptation(here, metric)
+        gain = metrics.adaptation_gain(per_episode)
+        if not gain.empty:
+            parts.append(_estimates(gain.assign(split="test"), "score", "gain"))
         table = parts[0]
         for part in parts[1:]:
             table = table.merge(part.drop(columns="split"), on=keys, how="left")
@@ -105,7 +111,6 @@ def summarise(
         table["threshold"] = float(level["threshold"].iloc[0]) if len(level) else math.nan
         table["metric"] = metric
         mains.append(table.drop(columns="split"))
-        per_episode = metrics.adaptation(here, metric)
         if per_episode["episode_index"].nunique() > 1:
             for episode, group in per_episode.groupby("episode_index"):
                 est = metrics.per_family_estimates(group.assign(split="test"), reps=reps)
@@ -199,10 +204,12 @@ def main_cells(summary: Summary, order: Sequence[str] = (), family_order: Sequen
             MAIN_COLUMNS["steps"]: _steps(row) if row["kind"] == "learner" else "—",
             MAIN_COLUMNS["ood"]: _interval(row, "ood", metric),
             MAIN_COLUMNS["gap"]: _interval(row, "gap", metric),
+            MAIN_COLUMNS["gain"]: _interval(row, "gain", metric),
             MAIN_COLUMNS["optimistic"]: _interval(row, "optimistic", metric),
         })  # fmt: skip
     cells = pd.DataFrame.from_records(records)
-    for column in (MAIN_COLUMNS["ood"], MAIN_COLUMNS["gap"]):  # families without an ood split: drop the columns
+    # no family with an ood split, or with more than one episode per trial: drop the columns
+    for column in (MAIN_COLUMNS["ood"], MAIN_COLUMNS["gap"], MAIN_COLUMNS["gain"]):
         if (cells[column] == "—").all():
             cells = cells.drop(columns=column)
     return cells
@@ -221,7 +228,8 @@ def main_caption(summary: Summary) -> str:
         "seeds [95% stratified-bootstrap CI]. AUC: the time-averaged score along the test curve (area / steps). "
         f"Steps to threshold: median env steps over the seeds that reach {summary.fraction:.0%} of the way from "
         "the random reference (or the untrained score) to the best algorithm's asymptote (reached/seeds). "
-        "Max over training selects on the evaluation data itself: optimistic."
+        "Ep 1 → last: each run's last-episode minus first-episode score at its final evaluation (the gain from "
+        "adapting within the trial). Max over training selects on the evaluation data itself: optimistic."
     )
 
 
