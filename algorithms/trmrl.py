@@ -110,6 +110,13 @@ class Config:
     )
     entropy_coef: float = field(default=0.0, metadata={"doc": "entropy bonus (the paper: none)"})
     max_grad_norm: float | None = field(default=None, metadata={"doc": "global gradient clipping (None: none)"})
+    clip_value_separately: bool = field(
+        default=False, metadata={"doc": "with value_update 'joint': clip the value loss's gradient and the policy "
+                                        "loss's each on its own, so that a large value gradient (returns of tens or "
+                                        "hundreds) cannot shrink the policy's step (False: one clip over the summed "
+                                        "loss, as before)",
+                                 "added": True}
+    )
     normalise_advantages: bool = field(
         default=False, metadata={"doc": "standardise advantages per minibatch (the release: no, --center_adv unset)"}
     )
@@ -491,7 +498,8 @@ class TrMRL:
         max_grad_norm = cfg.max_grad_norm or math.inf
         if cfg.value_update == "joint":
             logs = ppo_update(lambda index: policy_terms(index, value=True), count, self.optimisers,  # type: ignore[arg-type]
-                              list(self.net.parameters()), cfg.epochs, num_minibatches, max_grad_norm, self.generator)
+                              list(self.net.parameters()), cfg.epochs, num_minibatches, max_grad_norm, self.generator,
+                              clip_value_separately=cfg.clip_value_separately)
         else:
             # The release's VPG._train: all policy minibatch epochs, then all value epochs.
             logs = ppo_update(lambda index: policy_terms(index, value=False), count, policy_optimiser,  # type: ignore[arg-type]

@@ -349,3 +349,20 @@ def test_trmrl_with_trial_memory_adapts_on_point_nav(tmp_path: Path) -> None:
     assert last > first + 0.5, f"no adaptation: episode 1 {first:.2f}, episode 2 {last:.2f}"
     assert last > non_adaptive + 3.0, f"TrMRL {last:.2f} vs non-adaptive {non_adaptive:.2f}"
     assert last < oracle
+
+
+@pytest.mark.parametrize("separately", [False, True])
+def test_the_joint_update_clips_policy_and_value_gradients_apart_when_asked(separately: bool) -> None:
+    """One summed loss under one clip scales the policy's step by max_grad_norm / ‖g_policy + g_value‖: with
+    returns of tens (bandits of 100 pulls) the value's gradient norm reaches 15–60 against a clip of 0.5, and
+    the policy barely moves. ``clip_value_separately`` clips each on its own (tests/test_ppo.py has the step)."""
+    from harness.run.rollout import Sampler
+    from harness.tasks import family_class
+
+    family = family_class("point_nav")(family_class("point_nav").Params())
+    sampler = Sampler(family, np.random.default_rng(0))
+    env = MetaEnvInfo(sampler.observation_space, sampler.action_space, 2, family.max_episode_steps)
+    config = Config(**{**SMALL, "value_update": "joint", "max_grad_norm": 0.5, "minibatch_size": 16, "epochs": 1,
+                       "clip_value_separately": separately})  # fmt: skip
+    logs = TrMRL(env, config, seed=0).train_iteration(sampler, [_task(family, i) for i in range(4)])
+    assert ({"grad_norm_policy", "grad_norm_value"} <= set(logs)) == separately
