@@ -354,8 +354,8 @@ def test_trmrl_with_trial_memory_adapts_on_point_nav(tmp_path: Path) -> None:
 @pytest.mark.parametrize("separately", [False, True])
 def test_the_joint_update_clips_policy_and_value_gradients_apart_when_asked(separately: bool) -> None:
     """One summed loss under one clip scales the policy's step by max_grad_norm / ‖g_policy + g_value‖: with
-    returns of tens (bandits of 100 pulls) the value's gradient norm reaches 15–60 against a clip of 0.5, and
-    the policy barely moves. ``clip_value_separately`` clips each on its own (tests/test_ppo.py has the step)."""
+    returns of tens (bandits of 100 pulls) the gradient norm runs at 14–40 against a clip of 0.5, and the
+    policy barely moves. ``clip_value_separately`` clips each on its own (tests/test_ppo.py has the step)."""
     from harness.run.rollout import Sampler
     from harness.tasks import family_class
 
