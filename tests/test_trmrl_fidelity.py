@@ -247,6 +247,8 @@ def test_the_cheap_preset_keeps_the_harness_ppo() -> None:
     config = Config(**PRESETS["cheap"])
     assert config.normalise_advantages is True
     assert (config.value_target, config.value_loss, config.value_update) == ("lambda_return", "mse", "joint")
+    # the policy's step is not shrunk by the value's gradient; the tokens are not outweighed by the positions
+    assert (config.clip_value_separately, config.scale_embedding) == (True, True)
 
 
 def test_discounted_returns_run_to_the_end_of_the_trial() -> None:
