@@ -1,4 +1,4 @@
-"""``python -m harness``: run, validate, estimate, status, report, regress, figures, import-garage, bench, tasks,
+"""``python -m harness``: run, validate, estimate, reuse, status, report, regress, figures, import-garage, bench, tasks,
 check-learner."""
 
 from __future__ import annotations
@@ -179,6 +179,32 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                               log=lambda line: print(f"estimate: {line}", file=sys.stderr, flush=True),
                               splits_s=splits_s)
     print(format_estimate(estimate))
+    return 0
+
+
+def cmd_reuse(args: argparse.Namespace) -> int:
+    from harness.run.reuse import reuse
+    from harness.run.store import LockedError, SuiteMismatchError
+
+    try:
+        suite = load_suite(args.suite)
+        check_splits(suite)
+    except SpecError as e:
+        print(e, file=sys.stderr)
+        return 2
+    results_dir = Path(args.results or Path("results") / suite.name)
+    try:
+        outcome = reuse(suite, results_dir, args.earlier)
+    except LockedError as e:
+        return _fail(f"{e}; wait for it to finish, or choose another --results directory")
+    except (SuiteMismatchError, FileNotFoundError, ValueError) as e:
+        return _fail(str(e))
+    for entry in outcome:
+        print(f"  {entry.action:<10}  {entry.key.label:<40}  {entry.detail}")
+    adopted = sum(e.action == "adopted" for e in outcome)
+    print(f"{adopted} of {len(outcome)} runs reused from {args.earlier} into {results_dir}; "
+          f"`python -m harness run {args.suite}" + (f" --results {args.results}" if args.results else "")
+          + "` runs the rest")
     return 0
 
 
@@ -438,6 +464,15 @@ def main(argv: list[str] | None = None) -> int:
                           help="reuse the costs cached on this machine by an earlier estimate, timing only the others "
                           "(a plain estimate times every kind and refreshes the cache)")
     estimate.set_defaults(handler=cmd_estimate)
+
+    reuse = commands.add_parser(
+        "reuse", help="copy into a suite's results directory the runs of an earlier one whose own inputs are "
+        "unchanged (a changed learner config re-runs that learner only)")
+    reuse.add_argument("suite", help="suite YAML file")
+    reuse.add_argument("--from", dest="earlier", required=True,
+                       help="an earlier results directory (of the suite before its change)")
+    reuse.add_argument("--results", default=None, help="results directory (default: results/<suite name>)")
+    reuse.set_defaults(handler=cmd_reuse)
 
     status = commands.add_parser("status", help="state of every run in a results directory")
     status.add_argument("results_dir")
