@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import numpy as np
@@ -321,3 +322,31 @@ def test_the_steps_axis_is_logarithmic_only_when_a_curve_ends_ten_times_earlier(
     assert _log_steps(curves({"rl2": [0, 250_000, 5_000_000], "pearl": [0, 30_000, 120_000]})) == 30_000.0
     assert _log_steps(curves({"rl2": [0, 250_000, 1_000_000], "pearl": [0, 50_000, 200_000]})) is None  # 5×
     assert _log_steps(curves({"rl2": [0, 250_000, 5_000_000]})) is None  # one learner
+
+
+def test_a_trained_reference_is_drawn_as_its_curve_and_a_line_at_its_last_evaluation(tmp_path: Path,
+                                                                                      monkeypatch: Any) -> None:
+    """A multitask reference can peak and drift down; the table's level is its last evaluation, and the
+    curve shows the peak a reader would otherwise not see."""
+    from matplotlib.figure import Figure
+
+    from harness.analysis.report import plot_curves
+
+    def row(kind: str, algorithm: str, seed: int, steps: int, value: float) -> dict[str, Any]:
+        return {"kind": kind, "algorithm": algorithm, "family": "halfcheetah_vel", "seed": seed, "env_steps": steps,
+                "iteration": 0, "wall_s": 0.0, "split": "test", "task_id": "t0", "episode_index": 0,
+                "metric": "return", "value": value, "source": "harness"}
+
+    multitask = {0: -240.0, 500_000: -150.0, 1_000_000: -180.0}  # a peak, then a drift
+    rows = pd.DataFrame([row("learner", "rl2", s, steps, -200.0 + steps / 1e5) for s in (0, 1)
+                         for steps in (0, 500_000, 1_000_000)]
+                        + [row("reference", "ref-multitask", s, steps, v) for s in (0, 1)
+                           for steps, v in multitask.items()]
+                        + [row("reference", "ref-random", s, 0, -280.0) for s in (0, 1)])  # fmt: skip
+    drawn: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *args, **kwargs: drawn.append(self))
+    plot_curves(rows, "halfcheetah_vel", tmp_path / "curves.png", algorithms=["rl2"])
+    lines = [list(line.get_ydata()) for line in drawn[0].axes[0].get_lines()]
+    assert list(multitask.values()) in lines  # the training curve
+    assert [-180.0, -180.0] in lines and [-280.0, -280.0] in lines  # the levels: last evaluation, random's
+    assert sum(len(ys) == 3 for ys in lines) == 2  # rl2's curve and multitask's; random has no curve

@@ -201,8 +201,10 @@ def plot_curves(
 ) -> Path | None:
     """Write ``path`` (PNG): one panel per split among test/ood, mean over seeds with a 95% t-CI band.
 
-    References are dashed horizontal lines at their mean score. Published numbers for a panel's split
-    and metric are marks at the right edge in the algorithm's colour, labelled "not protocol-matched".
+    References are dashed horizontal lines at their mean score; a trained reference's line is at its last
+    evaluation, and its training curve is drawn thinner in the same style (a peak before the end shows).
+    Published numbers for a panel's split and metric are marks at the right edge in the algorithm's colour,
+    labelled "not protocol-matched".
     When one learner's curve ends ten times earlier than another's (PEARL's runs are far shorter than the
     on-policy learners'), the env-steps axis is logarithmic beyond the first evaluation, as the PEARL
     paper draws its comparison, so that the short curve is not squeezed against the axis.
@@ -262,15 +264,17 @@ def plot_curves(
             # references in greys with distinct dash patterns, so they never read as a learner's colour
             for algorithm in references:
                 i = style[algorithm]
-                curve = here[(here["algorithm"] == algorithm) & (here["kind"] == "reference")]
+                grey = _REFERENCE_GREYS[i % len(_REFERENCE_GREYS)]
+                dashes = _REFERENCE_DASHES[i % len(_REFERENCE_DASHES)]
+                curve = here[(here["algorithm"] == algorithm) & (here["kind"] == "reference")].sort_values("eval_index")
                 # a trained reference's (oracle, multitask) last evaluation; others have one
                 level = curve.loc[curve["eval_index"] == curve["eval_index"].max(), "mean"]
-                if not level.empty:
-                    handles[algorithm] = ax.axhline(
-                        level.mean(), color=_REFERENCE_GREYS[i % len(_REFERENCE_GREYS)],
-                        ls=_REFERENCE_DASHES[i % len(_REFERENCE_DASHES)], lw=1.3,
-                        label=f"{_label(algorithm)} (reference)",
-                    )  # fmt: skip
+                if level.empty:
+                    continue
+                handles[algorithm] = ax.axhline(level.mean(), color=grey, ls=dashes, lw=1.3,
+                                                label=f"{_label(algorithm)} (reference)")  # fmt: skip
+                if len(curve) > 1:  # a trained reference: its training curve too, so a peak or a drift shows
+                    ax.plot(curve["env_steps"], curve["mean"], color=grey, ls=dashes, lw=0.9, alpha=0.7)
             for mark in (p for p in published if p.split == split and p.metric == metric):
                 colour = colours.get(mark.algorithm, "0.2")
                 ax.plot([1.0], [mark.value], marker="<", ms=7, color=colour, mec="k", mew=0.5, ls="none",
