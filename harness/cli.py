@@ -229,6 +229,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             line += f"  (written by {writer})" if writer else "  (no process is running it: killed? re-run to resume)"
         if m.get("attempts", 1) > 1:
             line += f"  [{m['attempts']} attempts]"
+        if m.get("reused_from"):  # adopted by `harness reuse` from a results directory of an earlier spec
+            line += f"  [reused from spec {m['reused_from'].get('spec_hash')}]"
         print(line)
     print(_status_eta(results_dir, manifests))
     return 1 if counts.get(RunStatus.FAILED) else 0

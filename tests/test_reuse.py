@@ -109,6 +109,9 @@ def test_the_cli_reports_each_run_and_refuses_a_directory_of_another_spec(tmp_pa
     assert "adopted" in out and "rl2_small/bandit/seed=0" in out and "runs reused from" in out
     assert main(["reuse", str(path), "--from", str(tmp_path / "nowhere"), "--results", str(tmp_path / "x")]) == 2
     assert "holds no suite" in capsys.readouterr().err
+    assert main(["status", str(tmp_path / "after")]) == 0
+    status = capsys.readouterr().out
+    assert f"rl2/bandit/seed=0  env steps 300/300  [reused from spec {parse_suite(suite()).spec_hash}]" in status
     # the earlier directory is not the new suite's: refused, untouched
     with pytest.raises(SuiteMismatchError):
         reuse(parse_suite(suite(small_hidden=12)), tmp_path / "before", tmp_path / "after")
