@@ -350,3 +350,29 @@ def test_a_trained_reference_is_drawn_as_its_curve_and_a_line_at_its_last_evalua
     assert list(multitask.values()) in lines  # the training curve
     assert [-180.0, -180.0] in lines and [-280.0, -280.0] in lines  # the levels: last evaluation, random's
     assert sum(len(ys) == 3 for ys in lines) == 2  # rl2's curve and multitask's; random has no curve
+
+
+def test_the_ood_bars_carry_each_references_level_on_both_splits(tmp_path: Path, monkeypatch: Any) -> None:
+    """An OOD score means little alone: the bars show where random, multitask and oracle stand on the same
+    tasks (a reference without OOD rows is left out)."""
+    from matplotlib.figure import Figure
+
+    from harness.analysis import plots
+
+    main = pd.DataFrame([
+        {"family": "f", "kind": "learner", "algorithm": "rl2", "metric": "return", "asymptotic": -150.0,
+         "asymptotic_low": -160.0, "asymptotic_high": -140.0, "ood": -500.0, "ood_low": -520.0, "ood_high": -480.0},
+        {"family": "f", "kind": "reference", "algorithm": "ref-oracle", "metric": "return", "asymptotic": -50.0,
+         "asymptotic_low": -50.0, "asymptotic_high": -50.0, "ood": -350.0, "ood_low": -350.0, "ood_high": -350.0},
+        {"family": "f", "kind": "reference", "algorithm": "ref-thompson", "metric": "return", "asymptotic": -90.0,
+         "asymptotic_low": -90.0, "asymptotic_high": -90.0, "ood": None, "ood_low": None, "ood_high": None},
+    ])
+    drawn: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda self, *args, **kwargs: drawn.append(self))
+    plots.plot_ood_bars(main, tmp_path / "ood.png", ["rl2"])
+    segments = [line for line in drawn[0].axes[0].get_lines()  # a level spans a group of bars: not caps, not 0
+                if len(line.get_xdata()) == 2 and np.isclose(np.ptp(np.asarray(line.get_xdata(), float)), 0.9)]
+    levels = sorted((float(line.get_xdata()[0]), float(line.get_ydata()[0])) for line in segments)
+    assert levels == [(-0.45, -50.0), (0.55, -350.0)]  # across the test bars, across the OOD bars
+    labels = [text.get_text() for text in drawn[0].legends[0].get_texts()]
+    assert labels == ["rl2", "oracle (reference)"]

@@ -25,6 +25,9 @@ from harness.run.store import REFERENCE_PREFIX
 PALETTE = [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 3, 5, 6, 8, 9, 7)]
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False}
 _METRIC_LABELS = {"return": "return", "success": "success rate"}
+#: Reference levels: greys with dash patterns far apart (dashes, dots, dash-dot), never a learner's colour.
+_REFERENCE_GREYS = ("0.1", "0.45", "0.3")
+_REFERENCE_DASHES = ((0, (6, 3)), (0, (1.5, 1.5)), (0, (7, 2, 1.5, 2)), (0, (3, 3)))
 
 
 def colours(order: Sequence[str]) -> dict[str, Any]:
@@ -49,10 +52,16 @@ def error_bars(estimate: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.nd
 
 
 def plot_ood_bars(main: pd.DataFrame, path: str | Path, order: Sequence[str] = ()) -> Path | None:
-    """Per family with an ood split: test vs OOD asymptotic IQM of each learner, with 95% bootstrap CIs."""
+    """Per family with an ood split: test vs OOD asymptotic IQM of each learner, with 95% bootstrap CIs, and
+    each reference's level on both splits as a dashed segment across the bars (so that an OOD score can be
+    read against what random, non-adaptive and oracle policies score on the same OOD tasks)."""
     data = main[(main["kind"] == "learner")].dropna(subset=["ood"]) if "ood" in main else main.iloc[0:0]
     if data.empty:
         return None
+    references = main[(main["kind"] == "reference")].dropna(subset=["ood"])
+    names = sorted(references["algorithm"].unique())
+    greys = {name: (_REFERENCE_GREYS[i % len(_REFERENCE_GREYS)], _REFERENCE_DASHES[i % len(_REFERENCE_DASHES)])
+             for i, name in enumerate(names)}  # fmt: skip
     families = sorted(data["family"].unique())
     learners = ordered(data["algorithm"], order)
     palette = colours(ordered([*order, *learners], order))
@@ -72,6 +81,11 @@ def plot_ood_bars(main: pd.DataFrame, path: str | Path, order: Sequence[str] = (
                     ax.bar(j + (i - (len(learners) - 1) / 2) * width, value, width * 0.92, yerr=err, capsize=2,
                            color=palette[algorithm], alpha=1.0 if j == 0 else 0.55, edgecolor=palette[algorithm],
                            hatch=None if j == 0 else "//", label=algorithm if j == 0 else None)  # fmt: skip
+            for name, row in references[references["family"] == family].set_index("algorithm").iterrows():
+                grey, dashes = greys[str(name)]
+                for j, split in enumerate(("asymptotic", "ood")):
+                    ax.plot([j - 0.45, j + 0.45], [row[split]] * 2, color=grey, ls=dashes, lw=1.3,
+                            label=f"{str(name).removeprefix(REFERENCE_PREFIX)} (reference)" if j == 0 else None)
             ax.set_xticks([0, 1], ["test", "OOD"])
             metric = str(here["metric"].iloc[0])
             ax.set_title(family)
@@ -79,8 +93,9 @@ def plot_ood_bars(main: pd.DataFrame, path: str | Path, order: Sequence[str] = (
             ax.axhline(0, color="0.3", lw=0.6)
             ax.grid(axis="y", alpha=0.3, lw=0.5)
         handles, labels = axes[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside right center", frameon=False, fontsize=8,
-                   title="IQM ± 95% bootstrap CI", title_fontsize=8)  # fmt: skip
+        first = sorted(range(len(labels)), key=lambda i: labels[i].endswith("(reference)"))  # learners first
+        fig.legend([handles[i] for i in first], [labels[i] for i in first], loc="outside right center",
+                   frameon=False, fontsize=8, title="IQM ± 95% bootstrap CI", title_fontsize=8)  # fmt: skip
         fig.savefig(path, dpi=150)
     return Path(path)
 
