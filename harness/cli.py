@@ -299,6 +299,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The file that marks a directory as regress's own scratch results (which its next run deletes).
+_REGRESS_SCRATCH = ".regress-scratch"
+
+
 def cmd_regress(args: argparse.Namespace) -> int:
     import shutil
 
@@ -315,10 +319,26 @@ def cmd_regress(args: argparse.Namespace) -> int:
     against = Path(args.against)
     if not args.update and SuiteDir(against).tasks_hash() is None:
         return _fail(f"--against {against}: no reference results there (make them with --update)")
-    results_dir = Path(args.results or Path("results") / "regress" / suite.name)
-    if results_dir.exists():  # scratch: every regression runs the suite afresh
-        shutil.rmtree(results_dir)
-    outcome = run_local(suite, results_dir, args.workers)
+    if args.candidate is not None:  # results run already (elsewhere, or by `harness run`): compare them as they are
+        if args.update or args.results or args.workers:
+            return _fail("--candidate: compares existing results; it takes no --update, --results or --workers")
+        candidate = SuiteDir(args.candidate)
+        if candidate.spec_hash() is None or candidate.spec_hash() != suite.spec_hash:
+            return _fail(f"--candidate {candidate.path}: holds no results of {args.suite} (its spec hash "
+                         f"{candidate.spec_hash()}, the suite's {suite.spec_hash})")
+        results_dir = candidate.path
+    else:
+        results_dir = Path(args.results or Path("results") / "regress" / suite.name)
+        marker = results_dir / _REGRESS_SCRATCH
+        if results_dir.exists() and args.results and any(results_dir.iterdir()) and not marker.exists():
+            return _fail(f"--results {results_dir}: holds files regress did not write, and regress empties its "
+                         "scratch directory before every run; choose another directory (or compare results "
+                         f"already there with --candidate {results_dir})")
+        if results_dir.exists():  # scratch: every regression runs the suite afresh
+            shutil.rmtree(results_dir)
+        results_dir.mkdir(parents=True)
+        marker.write_text("scratch results of `harness regress`, deleted by its next run\n")
+        outcome = run_local(suite, results_dir, args.workers)
     if args.update:
         if not outcome.ok:
             return _fail(f"{len(outcome.failed)} run(s) failed; the reference was not updated")
@@ -494,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     regress.add_argument("--margin", type=float, default=0.25,
                          help="band widening: a fraction of the reference's learning progress (default: %(default)s)")
     regress.add_argument("--update", action="store_true", help="write the new results as the reference instead")
+    regress.add_argument("--candidate", default=None,
+                         help="compare these results of the suite (run already, e.g. by `harness run` or on a "
+                         "cluster) instead of running it")
     regress.set_defaults(handler=cmd_regress)
 
     export = commands.add_parser("export", help="copy a results directory's rows, manifests, spec and splits "

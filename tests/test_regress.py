@@ -71,3 +71,17 @@ def test_regress_passes_on_its_reference_and_fails_when_the_learner_is_broken(tm
     assert "regression FAILED" in out
     failing = [line for line in out.splitlines() if "FAIL below band" in line]
     assert any("asymptotic test" in line for line in failing), out
+
+    # results run already compare as they are; a directory of other results is refused, not emptied
+    scratch = tmp_path / "results" / "regress" / "tiny_regress"
+    assert main(["regress", str(good), "--against", str(reference), "--candidate", str(reference)]) == 0
+    assert "regression passed: 3/3 checks" in capsys.readouterr().out
+    assert main(["regress", str(broken), "--against", str(reference), "--candidate", str(reference)]) == 2
+    assert "holds no results of" in capsys.readouterr().err
+    assert main(["regress", str(good), "--against", str(reference), "--candidate", str(reference),
+                 "--workers", "1"]) == 2
+    before = sorted(p.relative_to(reference) for p in reference.rglob("*"))
+    assert main(["regress", str(good), "--against", str(reference), "--results", str(reference)]) == 2
+    assert "regress did not write" in capsys.readouterr().err
+    assert sorted(p.relative_to(reference) for p in reference.rglob("*")) == before  # nothing deleted
+    assert (scratch / ".regress-scratch").exists()  # its own scratch directory is marked, and emptied next time

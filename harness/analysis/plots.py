@@ -166,6 +166,12 @@ def plot_aggregate(aggregate: pd.DataFrame, families: Sequence[str], path: str |
                 ax.plot([row["estimate"]] * 2, [i - 0.3, i + 0.3], color="k", lw=1.5)
             ax.set_yticks(range(len(learners)), learners)
             ax.invert_yaxis()
+            # the scale's anchors in view (0 = random, 1 = oracle), so an estimate near one is not at the edge
+            values = here[["low", "high", "estimate"]].to_numpy(float)
+            values = values[np.isfinite(values)]
+            ax.set_xlim(min(0.0, *values) - 0.05, max(1.0, *values) + 0.05)
+            ax.axvline(0.0, color="0.5", lw=0.8, ls=(0, (3, 3)))
+            ax.axvline(1.0, color="0.3", lw=0.8, ls=(0, (6, 3)))
             ax.set_title("IQM" if stat == "iqm" else "mean")
             ax.set_xlabel("normalised score (0 = random, 1 = oracle)")
             ax.grid(axis="x", alpha=0.3, lw=0.5)
