@@ -22,6 +22,7 @@ Nothing already in the new directory is replaced.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -130,9 +131,14 @@ def _reuse_one(key: RunKey, source: SuiteDir, target: SuiteDir, old_resolved: di
         return Reused(key, "not reused", "its inputs are not in the earlier spec" if old_inputs is None
                       else _difference(old_inputs, new_inputs))  # fmt: skip
     try:
-        with there.lock():  # not while another process writes it
+        # not while another process writes it; a run never written here (a committed export) has no lock file,
+        # and none is left behind in it
+        with there.lock() if there.lock_path.exists() else contextlib.nullcontext():
+            old_manifest = there.manifest() or {}  # as it is now that nobody else writes it
+            status = old_manifest.get("status")
+            if status not in _ADOPTABLE:
+                return Reused(key, "not reused", f"it is {status} in {source.path}")
             here.dir.mkdir(parents=True, exist_ok=True)
-            status = old_manifest["status"]
             names = ["progress.parquet"] + (["checkpoint.pt"] if status != RunStatus.DONE else [])
             for name in names:
                 if (there.dir / name).exists():
