@@ -119,8 +119,8 @@ def test_the_cli_reports_each_run_and_refuses_a_directory_of_another_spec(tmp_pa
 
 @pytest.mark.slow
 def test_an_interrupted_run_is_adopted_with_its_checkpoint_and_resumes_to_a_fresh_runs_rows(tmp_path: Path) -> None:
-    spec = suite(env_steps=20_000, references=False, families=[suite()["families"][0]],
-                 execution={"checkpoint_every_iterations": None})
+    spec = suite(env_steps=10_000, references=False, families=[suite()["families"][0]],
+                 evaluation={"every_env_steps": 500, "train_tasks": 3}, execution={"checkpoint_every_iterations": None})
     path = tmp_path / "before.yaml"
     path.write_text(yaml.safe_dump(spec))
     process = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--results",
@@ -128,8 +128,8 @@ def test_an_interrupted_run_is_adopted_with_its_checkpoint_and_resumes_to_a_fres
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     store = RunStore(tmp_path / "before", RunKey("rl2", "bandit", 0))
     deadline = time.monotonic() + 120
-    while int((store.manifest() or {}).get("iteration", -1)) < 3:
-        assert time.monotonic() < deadline, "timed out waiting for the run's 3rd iteration"
+    while int((store.manifest() or {}).get("iteration", -1)) < 3:  # its first checkpoint after the start
+        assert time.monotonic() < deadline, "timed out waiting for the run's first checkpoint"
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     process.communicate(timeout=120)
