@@ -24,6 +24,18 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _checked_suite(path: str) -> Suite | None:
+    """The suite at ``path`` with its splits checked, or None after printing why not (every problem with its
+    key path)."""
+    try:
+        suite = load_suite(path)
+        check_splits(suite)
+    except SpecError as e:
+        print(e, file=sys.stderr)
+        return None
+    return suite
+
+
 def _build_errors(suite: Suite) -> list[str]:
     """Build one environment per family, set its first training task, reset it and take one step; then build
     every learner that runs on the family (and its trained references) once on the family's spaces."""
@@ -94,11 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.executors import InfeasibleResourcesError, MissingRayError, run_local, run_ray
     from harness.run.store import LockedError, SuiteMismatchError
 
-    try:
-        suite = load_suite(args.suite)
-        check_splits(suite)
-    except SpecError as e:
-        print(e, file=sys.stderr)
+    suite = _checked_suite(args.suite)
+    if suite is None:
         return 2
     if args.workers is not None and args.workers < 1:
         return _fail("--workers: must be >= 1")
@@ -186,11 +195,8 @@ def cmd_reuse(args: argparse.Namespace) -> int:
     from harness.run.reuse import reuse
     from harness.run.store import LockedError, SuiteMismatchError
 
-    try:
-        suite = load_suite(args.suite)
-        check_splits(suite)
-    except SpecError as e:
-        print(e, file=sys.stderr)
+    suite = _checked_suite(args.suite)
+    if suite is None:
         return 2
     results_dir = Path(args.results or Path("results") / suite.name)
     try:
@@ -310,11 +316,8 @@ def cmd_regress(args: argparse.Namespace) -> int:
     from harness.run.executors import run_local
     from harness.run.store import SuiteDir
 
-    try:
-        suite = load_suite(args.suite)
-        check_splits(suite)
-    except SpecError as e:
-        print(e, file=sys.stderr)
+    suite = _checked_suite(args.suite)
+    if suite is None:
         return 2
     against = Path(args.against)
     if not args.update and SuiteDir(against).tasks_hash() is None:
