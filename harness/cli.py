@@ -372,7 +372,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                      f"/seed={unfinished[0]['seed']}: {unfinished[0].get('status')}); finish them, or pass --partial")
     runs = source.copy_to(target, timings=True)
     size = sum(path.stat().st_size for path in target.path.rglob("*") if path.is_file())
-    print(f"{runs} runs exported to {target.path} ({size / 2**20:.1f} MiB, no checkpoints)")
+    elided = "; task parameters left out of tasks.json, the suite re-draws them" if "elided" in target.tasks() else ""
+    print(f"{runs} runs exported to {target.path} ({size / 2**20:.1f} MiB, no checkpoints{elided})")
     return 0
 
 

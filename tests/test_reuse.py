@@ -100,6 +100,28 @@ def test_run_inputs_leave_out_what_does_not_reach_a_run(tmp_path: Path) -> None:
     assert run_inputs(base.resolved(), splits_payload(base, build_splits(base)), RunKey("maml", "bandit", 0)) is None
 
 
+def test_a_committed_export_whose_task_params_were_elided_is_reused_as_the_full_splits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from harness.run import store
+    from harness.spec.splits import build_splits, elide_task_params, splits_payload
+
+    base = parse_suite(suite())
+    full = splits_payload(base, build_splits(base))
+    key = RunKey("rl2", "bandit", 0)
+    assert run_inputs(base.resolved(), elide_task_params(full), key) == run_inputs(base.resolved(), full, key)
+    other = parse_suite(suite(seed=1))  # other task parameters under the same task ids
+    assert run_inputs(base.resolved(), elide_task_params(splits_payload(other, build_splits(other))), key) != \
+        run_inputs(base.resolved(), full, key)
+
+    assert run(suite(), tmp_path / "before").ok
+    monkeypatch.setattr(store, "INLINE_TASKS_LIMIT", 100)
+    SuiteDir(tmp_path / "before").copy_to(SuiteDir(tmp_path / "export"), timings=True)
+    assert "elided" in SuiteDir(tmp_path / "export").tasks()
+    done = actions(reuse(parse_suite(suite(small_hidden=12)), tmp_path / "after", tmp_path / "export"))
+    assert done["rl2/bandit/seed=0"] == done["ref-random/point_nav/seed=0"] == "adopted"
+    assert done["rl2_small/bandit/seed=0"] == "not reused"
+
+
 def test_the_cli_reports_each_run_and_refuses_a_directory_of_another_spec(tmp_path: Path, capsys: Any) -> None:
     assert run(suite(), tmp_path / "before").ok
     path = tmp_path / "suite.yaml"

@@ -71,6 +71,27 @@ def test_copy_to_keeps_the_numbers_and_drops_checkpoints_and_timings(tmp_path: P
     assert json.loads((target.run_dirs()[0] / "manifest.json").read_text())["status"] == "done"  # plain text
 
 
+def test_copy_to_leaves_out_task_params_past_the_limit_and_keeps_their_hash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from harness.analysis.report import read_meta
+    from harness.run import store
+    from harness.spec.splits import family_tasks_identity
+
+    source = SuiteDir(tmp_path / "run")
+    assert run_local(parse_suite(bandit_suite(env_steps=2_000)), source.path, workers=1).ok
+    monkeypatch.setattr(store, "INLINE_TASKS_LIMIT", 1_000)
+    target = SuiteDir(tmp_path / "copy")
+    source.copy_to(target)
+    full, elided = source.tasks()["families"]["bandit"], target.tasks()["families"]["bandit"]
+    assert "splits" not in elided and "elided" in target.tasks()
+    assert elided["task_ids"] == {name: [t["task_id"] for t in tasks] for name, tasks in full["splits"].items()}
+    assert family_tasks_identity(elided) == family_tasks_identity(full)
+    assert target.tasks_hash() == source.tasks_hash() and read_meta(target.path)["tasks_hash"] == source.tasks_hash()
+    assert target.results().drop(columns="wall_s").equals(source.results().drop(columns="wall_s"))
+    # the suite runs on in the copy: its splits are re-drawn and match the hash
+    assert run_local(parse_suite(bandit_suite(env_steps=2_000)), target.path, workers=1).ok
+
+
 def test_export_copies_a_finished_suite_with_its_timings_and_refuses_an_unfinished_one(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     source = SuiteDir(tmp_path / "run")

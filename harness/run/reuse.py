@@ -32,7 +32,7 @@ from typing import Any
 
 from harness.run.runner import learner_keys, reference_keys
 from harness.run.store import LockedError, RunKey, RunStatus, SuiteDir, exclusive_lock, write_json
-from harness.spec.splits import build_splits, splits_payload
+from harness.spec.splits import build_splits, family_tasks_identity, splits_payload
 from harness.spec.suite import Suite
 
 #: Top-level spec keys that do not reach a run: how the suite is named, which seeds it lists, where and
@@ -55,7 +55,7 @@ def run_inputs(resolved: dict[str, Any], tasks: dict[str, Any], key: RunKey) -> 
         "run": dataclasses.asdict(key),
         "suite": {k: v for k, v in resolved.items() if k not in _NOT_RUN_INPUTS},
         "family": family,
-        "tasks": splits,
+        "tasks": family_tasks_identity(splits),  # a committed export may hold the digest alone
     }
     if key.kind == "learner":
         algorithm = next((a for a in resolved.get("algorithms", []) if a.get("id") == key.algorithm), None)

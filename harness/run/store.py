@@ -30,6 +30,8 @@ import pandas as pd
 import torch
 import yaml
 
+from harness.spec.splits import INLINE_TASKS_LIMIT, elide_task_params
+
 ROW_COLUMNS = ("env_steps", "iteration", "wall_s", "split", "task_id", "episode_index", "metric", "value")
 _ROW_DTYPES = {"env_steps": "int64", "iteration": "int64", "wall_s": "float64", "split": "string",
                "task_id": "string", "episode_index": "int64", "metric": "string", "value": "float64"}
@@ -299,8 +301,10 @@ class SuiteDir:
         return [json.loads((d / "manifest.json").read_text()) for d in self.run_dirs()]
 
     def copy_to(self, target: SuiteDir, timings: bool = False) -> int:
-        """Copy the spec, splits, manifests and rows to ``target`` (replacing what is there), without checkpoints;
-        its ``tasks.json`` is written without indentation (half the size: large splits are megabytes).
+        """Copy the spec, splits, manifests and rows to ``target`` (replacing what is there), without checkpoints,
+        to be committed: ``tasks.json`` without indentation (half the size), and past ``INLINE_TASKS_LIMIT``
+        with each split's task ids and a digest in place of the task parameters (``elide_task_params``); rows
+        compressed with zstd (a third smaller than the runs' own snappy, read the same way).
 
         ``timings``: keep the manifests' start/finish times and the rows' ``wall_s`` (what a run cost); without
         them (regression references) a committed copy changes only with its numbers.
@@ -309,7 +313,11 @@ class SuiteDir:
             shutil.rmtree(target.path)
         target.path.mkdir(parents=True)
         shutil.copy2(self.suite_path, target.suite_path)
-        target.tasks_path.write_text(json.dumps(self.tasks(), sort_keys=True, separators=(",", ":")) + "\n")
+        tasks = self.tasks()
+        text = json.dumps(tasks, sort_keys=True, separators=(",", ":"))
+        if len(text) > INLINE_TASKS_LIMIT:
+            text = json.dumps(elide_task_params(tasks), sort_keys=True, separators=(",", ":"))
+        target.tasks_path.write_text(text + "\n")
         run_dirs = self.run_dirs()
         for run_dir in run_dirs:
             copy = target.path / run_dir.relative_to(self.path)
@@ -322,7 +330,7 @@ class SuiteDir:
                 rows = pd.read_parquet(run_dir / "progress.parquet")
                 if not timings:
                     rows["wall_s"] = 0.0
-                rows.to_parquet(copy / "progress.parquet", index=False)
+                rows.to_parquet(copy / "progress.parquet", index=False, compression="zstd", compression_level=19)
         return len(run_dirs)
 
     def results(self) -> pd.DataFrame:

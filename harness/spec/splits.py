@@ -52,6 +52,42 @@ def splits_payload(suite: Suite, splits: dict[str, dict[str, list[Task]]]) -> di
     return {"families": families, "hash": tasks_hash(families)}
 
 
+#: ``tasks.json`` in a copy of a results directory (``harness export``) larger than this keeps each split's
+#: task ids and a digest of their parameters, not the parameters: random tabular MDPs are 550 numbers a task,
+#: 48 MB of JSON for the RL² paper's MDP table. The suite re-draws the parameters exactly (seeded streams).
+INLINE_TASKS_LIMIT = 4 * 2**20
+
+
+def _digest(splits: dict[str, Any]) -> str:
+    return tasks_hash(json.loads(json.dumps(splits)))  # one spelling of plain data (tuples vs lists)
+
+
+def elide_task_params(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` (``splits_payload``) with each family's ``splits`` replaced by ``task_ids`` and
+    ``splits_digest``. The top-level ``hash`` is kept: it names the splits as drawn."""
+    families = {}
+    for key, family in payload["families"].items():
+        if "splits" not in family:  # elided already
+            families[key] = family
+            continue
+        rest = {k: v for k, v in family.items() if k != "splits"}
+        families[key] = {**rest, "task_ids": {name: [t["task_id"] for t in tasks]
+                                              for name, tasks in family["splits"].items()},
+                         "splits_digest": _digest(family["splits"])}  # fmt: skip
+    return {**payload, "families": families,
+            "elided": "task parameters left out (too large to commit); the suite in suite.yaml re-draws them, "
+                      "and their hash is `hash`"}  # fmt: skip
+
+
+def family_tasks_identity(family: dict[str, Any]) -> dict[str, Any]:
+    """One family's entry of ``tasks.json`` with its splits as a digest: equal for the full and the elided
+    form of the same splits."""
+    if "splits" not in family:
+        return {k: v for k, v in family.items() if k != "task_ids"}
+    rest = {k: v for k, v in family.items() if k != "splits"}
+    return {**rest, "splits_digest": _digest(family["splits"])}
+
+
 def check_splits(suite: Suite) -> None:
     """Build every family's splits once, so a family that cannot supply them fails before any run."""
     try:
