@@ -304,7 +304,7 @@ class SuiteDir:
         """Copy the spec, splits, manifests and rows to ``target`` (replacing what is there), without checkpoints,
         to be committed: ``tasks.json`` without indentation (half the size), and past ``INLINE_TASKS_LIMIT``
         with each split's task ids and a digest in place of the task parameters (``elide_task_params``); rows
-        compressed with zstd (a third smaller than the runs' own snappy, read the same way).
+        compressed with zstd (about 30% smaller than the runs' own snappy, read the same way).
 
         ``timings``: keep the manifests' start/finish times and the rows' ``wall_s`` (what a run cost); without
         them (regression references) a committed copy changes only with its numbers.

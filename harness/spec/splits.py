@@ -54,7 +54,7 @@ def splits_payload(suite: Suite, splits: dict[str, dict[str, list[Task]]]) -> di
 
 #: ``tasks.json`` in a copy of a results directory (``harness export``) larger than this keeps each split's
 #: task ids and a digest of their parameters, not the parameters: random tabular MDPs are 550 numbers a task,
-#: 48 MB of JSON for the RL² paper's MDP table. The suite re-draws the parameters exactly (seeded streams).
+#: 46 MiB of JSON for the RL² paper's MDP table. The suite re-draws the parameters exactly (seeded streams).
 INLINE_TASKS_LIMIT = 4 * 2**20
 
 
