@@ -105,13 +105,16 @@ def reuse(suite: Suite, results_dir: Path | str, earlier: Path | str) -> list[Re
         raise ValueError(f"{source.path} is the suite's own results directory: nothing to reuse")
     old_resolved, old_tasks, old_hash = source.resolved_spec(), source.tasks(), source.spec_hash()
     payload = splits_payload(suite, build_splits(suite))
+    # each family's splits digested once, not once per run (random MDPs' splits are tens of MB of JSON)
+    old_tasks, compared = ({**tasks, "families": {k: family_tasks_identity(v) for k, v in tasks["families"].items()}}
+                           for tasks in (old_tasks, payload))  # fmt: skip
     new_resolved, target = suite.resolved(), SuiteDir(results_dir)
     outcome = []
     with exclusive_lock(results_dir / ".lock", f"results directory {results_dir}"):
         target.init(new_resolved, suite.spec_hash, payload)
         for key in reference_keys(suite) + learner_keys(suite):
             outcome.append(_reuse_one(key, source, target, old_resolved, old_tasks, old_hash, new_resolved,
-                                      payload, suite.spec_hash))  # fmt: skip
+                                      compared, suite.spec_hash))  # fmt: skip
     return outcome
 
 
