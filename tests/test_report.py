@@ -194,6 +194,23 @@ def test_report_tables_header_and_warnings(report_md):
     assert "trmrl seed 3 (running)" in bandit and "rl2 seed 3 (failed)" in point_nav
 
 
+def test_report_header_says_which_runs_were_reused_and_which_ran_on_uncommitted_changes(rows, tmp_path):
+    runs = manifests()
+    runs[0] = {**runs[0], "reused_from": {"spec_hash": "old1", "tasks_hash": "tasks456"}}
+    runs[1] = {**runs[1], "reused_from": {"spec_hash": "old2", "tasks_hash": "tasks456"}}
+    runs[2] = {**runs[2], "commit": "abc1234+dirty"}
+    md = write_report(rows, runs, {**META, "commits": ["abc1234", "abc1234+dirty"]}, tmp_path).read_text()
+    header = md.split("\n## ")[0]
+    assert "> ⚠ runs come from 2 different commits." in header
+    assert "> ⓘ 2 of 14 runs were kept by `harness reuse` from earlier spec(s) `old1`, `old2`" in header
+    assert "> ⚠ 1 run(s) ran on a working tree with uncommitted changes (`+dirty`): rl2 / bandit / seed 2." in header
+
+
+def test_report_of_one_clean_run_has_no_provenance_notes(report_md):
+    md, _ = report_md
+    assert "harness reuse" not in md and "+dirty" not in md
+
+
 def test_report_lists_failed_runs_with_last_error_line(report_md):
     md, _ = report_md
     failed = md.split("## Failed runs")[1].split("## ")[0]

@@ -378,6 +378,7 @@ def _header(rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Ma
     ]
     if len(commits) > 1:
         lines += [f"> ⚠ runs come from {len(commits)} different commits.", ""]
+    lines += _provenance(manifests)
     for key in ("spec_hash", "tasks_hash"):
         odd = [m for m in manifests if meta.get(key) and m.get(key) and m[key] != meta[key]]
         if odd:
@@ -393,6 +394,24 @@ def _header(rows: pd.DataFrame, manifests: Sequence[Mapping[str, Any]], meta: Ma
         lines += ["## Failed runs", ""]
         lines += [f"- {_escape(_run_name(m))}: `{_last_line(m.get('error'))}`" for m in failed]
         lines.append("")
+    return lines
+
+
+def _provenance(manifests: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Where runs came from, when not from one clean run of this spec: the runs ``harness reuse`` kept from an
+    earlier spec (their inputs unchanged), and the runs recorded on a working tree with uncommitted changes."""
+    lines = []
+    reused = [m for m in manifests if m.get("reused_from")]
+    if reused:
+        specs = sorted({str(m["reused_from"].get("spec_hash")) for m in reused})
+        lines += [f"> ⓘ {len(reused)} of {len(manifests)} runs were kept by `harness reuse` from earlier spec(s) "
+                  + ", ".join(f"`{h}`" for h in specs) + " whose inputs for them were the same (each manifest's "
+                  "`reused_from`).", ""]  # fmt: skip
+    dirty = [m for m in manifests if str(m.get("commit") or "").endswith("+dirty")]
+    if dirty:
+        names = "; ".join(_run_name(m) for m in dirty)
+        lines += [f"> ⚠ {len(dirty)} run(s) ran on a working tree with uncommitted changes (`+dirty`): "
+                  f"{_escape(names)}.", ""]  # fmt: skip
     return lines
 
 
