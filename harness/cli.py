@@ -222,7 +222,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _fail(f"{results_dir} is not a results directory (no suite.yaml)")
     manifests = SuiteDir(results_dir).manifests()
     counts = Counter(m.get("status", "?") for m in manifests)
-    print(f"{results_dir}: {len(manifests)} runs — " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    started = {(m["algorithm"], m["family"], int(m["seed"])) for m in manifests}
+    not_started = [key for key in _planned_learner_runs(SuiteDir(results_dir).resolved_spec())
+                   if (key.algorithm, key.family, key.seed) not in started]
+    print(f"{results_dir}: {len(manifests)} runs — " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+          + (f"; {len(not_started)} learner run(s) not started" if not_started else ""))
     for m in sorted(manifests, key=lambda m: (m["kind"], m["algorithm"], m["family"], m["seed"])):
         steps = f"{m.get('env_steps', 0)}/{m['env_steps_budget']}" if "env_steps_budget" in m else "-"
         line = f"  {m['status']:<11} {m['algorithm']}/{m['family']}/seed={m['seed']}  env steps {steps}"
@@ -238,8 +242,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         if m.get("reused_from"):  # adopted by `harness reuse` from a results directory of an earlier spec
             line += f"  [reused from spec {m['reused_from'].get('spec_hash')}]"
         print(line)
+    for key in not_started:
+        print(f"  {'not started':<11} {key.algorithm}/{key.family}/seed={key.seed}")
     print(_status_eta(results_dir, manifests))
     return 1 if counts.get(RunStatus.FAILED) else 0
+
+
+def _planned_learner_runs(resolved: dict[str, Any]) -> list[Any]:
+    """The learner runs a resolved spec (``suite.yaml``'s ``spec``) plans: algorithms × the families each has a
+    budget on × seeds (empty when the spec has no resolved budgets)."""
+    from harness.run.store import RunKey
+
+    try:
+        return [RunKey(a["id"], f["id"], seed) for a in resolved["algorithms"] for f in resolved["families"]
+                if f["id"] in a["budgets"] for seed in resolved["seeds"]]
+    except (KeyError, TypeError):
+        return []
 
 
 def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
@@ -256,8 +274,7 @@ def _status_eta(results_dir: Path, manifests: list[dict[str, Any]]) -> str:
     try:
         budgets = {(a["id"], family): int(budget) for a in resolved["algorithms"]
                    for family, (budget, _every) in a["budgets"].items()}
-        keys += [RunKey(a["id"], f["id"], seed) for a in resolved["algorithms"] for f in resolved["families"]
-                 if f["id"] in a["budgets"] for seed in resolved["seeds"]]
+        keys += _planned_learner_runs(resolved)
         budgets.update({(key.algorithm, key.family): int(f["reference_training"]["budget"][0])
                         for f in resolved["families"] if "reference_training" in f
                         for key in keys if key.kind == "reference" and key.family == f["id"]

@@ -347,5 +347,8 @@ def test_status_prints_an_eta_from_the_running_runs(tmp_path: Path, capsys: pyte
     # the running run has ~25 s left; 6 pending runs (rl2/point_nav ×2 guessed at the same rate, maml, pearl)
     # follow on the one worker running now: ETA of minutes, marked as a guess for the kinds not started
     assert "ETA ~" in out and "not timed yet: rl2/point_nav" in out and "1 at a time" in out
+    # the 6 learner runs with no manifest yet are counted and listed, not left out of the total
+    assert "2 runs — 1 done, 1 running; 6 learner run(s) not started" in out
+    assert "  not started rl2/point_nav/seed=1" in out and "  not started pearl/point_nav/seed=0" in out
     assert main(["status", str(results)]) == 0  # nobody holds the lock now
     assert "no run is being written now" in capsys.readouterr().out
