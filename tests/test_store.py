@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from harness.cli import main
 from harness.run.executors import prepare, run_local
 from harness.run.runner import execute
-from harness.run.store import RunKey, RunStatus, SuiteDir, SuiteMismatchError
+from harness.run.store import RunKey, RunStatus, SuiteDir, SuiteMismatchError, git_commit
 from harness.spec.splits import build_splits, splits_payload
 from harness.spec.suite import parse_suite
 
@@ -107,3 +108,27 @@ def test_export_copies_a_finished_suite_with_its_timings_and_refuses_an_unfinish
     assert "1 run(s) not done (e.g. rl2/bandit/seed=0: running)" in capsys.readouterr().err
     assert main(["export", str(source.path), str(tmp_path / "out"), "--partial"]) == 0
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
+
+
+def test_a_commit_is_dirty_only_when_code_has_uncommitted_changes(tmp_path: Path) -> None:
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    files = {"harness/run/x.py": "a = 1\n", "README.md": "# r\n", "results/reference/s/rows.txt": "1\n",
+             "suites/s.yaml": "name: s\n", "tests/test_x.py": "\n", "docs/notes.md": "n\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    inside = tmp_path / "harness" / "run"
+    clean = git_commit(inside)
+    assert clean is not None and len(clean) == 40
+    for name in ("README.md", "results/reference/s/rows.txt", "suites/s.yaml", "tests/test_x.py", "docs/notes.md"):
+        (tmp_path / name).write_text("changed\n")
+    (tmp_path / "untracked.py").write_text("b = 2\n")
+    assert git_commit(inside) == clean  # prose, results, specs, tests and untracked files: not the code
+    (tmp_path / "harness/run/x.py").write_text("a = 2\n")
+    assert git_commit(inside) == clean + "+dirty"
+    assert git_commit(tmp_path.parent) is None  # not a checkout

@@ -78,16 +78,23 @@ def rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS)).astype(_ROW_DTYPES)
 
 
-def git_commit() -> str | None:
-    """The commit of the harness source tree (``+dirty`` when it has uncommitted changes), if a git checkout."""
-    here = Path(__file__).resolve().parent
+#: Paths whose uncommitted changes do not make a run's commit ``+dirty``: they cannot change what a run computes
+#: (results, suite files, whose spec every results directory records and hashes, tests and prose).
+NOT_CODE_PATHSPECS = (":(top,exclude)results", ":(top,exclude)suites", ":(top,exclude)tests",
+                      ":(top,exclude,glob)**/*.md")
+
+
+def git_commit(here: Path | None = None) -> str | None:
+    """The commit of the harness source tree, if a git checkout; ``+dirty`` when tracked files other than
+    ``NOT_CODE_PATHSPECS`` have uncommitted changes. ``here``: a directory in the checkout (default: this one)."""
+    here = here or Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
         if commit.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit.stdout.strip() + ("+dirty" if dirty else "")
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/",
+                                *NOT_CODE_PATHSPECS], cwd=here, capture_output=True, text=True, timeout=10).stdout
+        return commit.stdout.strip() + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
