@@ -317,14 +317,15 @@ def _run(tmp_path: Path, suite: dict[str, Any]) -> pd.Series:
 
 @pytest.mark.slow
 def test_trmrl_with_trial_memory_on_bandits_beats_thompson_sampling(tmp_path: Path) -> None:
-    """k=5, n=10, 500k env steps (≈50 s); the same bars as RL²'s test: beat Thompson sampling and random."""
+    """k=5, n=10, 250k env steps (≈30 s; 6.47 against Thompson sampling's 5.97 and random's 5.09 since the
+    `cheap` preset clips policy and value apart and scales its embeddings); RL²'s test's bars."""
     suite = {
         "name": "learning_bandit", "seeds": [0],
         "families": [{"name": "bandit", "params": {"arms": 5, "pulls": 10}, "split": {"train": 1000, "test": 200},
                       "tasks_per_iteration": 250}],
         "algorithms": [{"name": "trmrl", "preset": "cheap",
                         "config": {"working_memory": 10, "shared_value": True}}],
-        "budget": {"env_steps": 500_000}, "evaluation": {"every_env_steps": 250_000, "train_tasks": 0},
+        "budget": {"env_steps": 250_000}, "evaluation": {"every_env_steps": 250_000, "train_tasks": 0},
     }
     scores = _run(tmp_path, suite)
     trmrl = scores[("trmrl", "test", 0)]
